@@ -1,0 +1,3 @@
+"""neonflow: the branch-per-feature database workflow for Neon and Alembic."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,218 @@
+"""Settings: ``neonflow.toml`` at the project root, ``NEONFLOW_*`` environment variables, ``NEON_API_KEY``.
+
+Precedence, highest first: values passed to :func:`load_settings`, the environment, the file, defaults.
+Nested keys are reached from the environment with a double underscore:
+``NEONFLOW_NEON__PARENT=develop`` overrides ``[neon] parent``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from neonflow.errors import ConfigError
+
+CONFIG_FILE = "neonflow.toml"
+NEON_CLOUD_API = "https://console.neon.tech/api/v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NeonSettings(_Section):
+    project_id: str = ""
+    parent: str = "main"
+    database: str = "neondb"
+    role: str = "neondb_owner"
+    api_host: str = ""
+
+
+class AppSettings(_Section):
+    env_file: str = "sample_app/.env"
+    env_var: str = "DATABASE_URL"
+
+
+class MigrationSettings(_Section):
+    alembic_ini: str = "sample_app/alembic.ini"
+    lock_timeout: str = "5s"
+
+
+class BranchSettings(_Section):
+    prefix: str = ""
+    expires_in: str = "7d"
+
+
+class CheckSettings(_Section):
+    # squawk rules that fail the check; every other finding is a warning
+    fail_on: list[str] = Field(
+        default_factory=lambda: [
+            "adding-not-nullable-field",
+            "adding-required-field",
+            "changing-column-type",
+            "renaming-column",
+            "renaming-table",
+            "ban-drop-column",
+            "ban-drop-table",
+            "ban-drop-database",
+        ]
+    )
+    ignore: list[str] = Field(default_factory=list)
+
+
+class FaultSettings(_Section):
+    """Fault injection for the local Neon (off unless a rate is set)."""
+
+    rate_429: float = 0.0
+    rate_423: float = 0.0
+    rate_503: float = 0.0
+    rate_drop: float = 0.0
+    rate_failed_operation: float = 0.0
+    latency_ms: int = 0
+    seed: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            (
+                self.rate_429,
+                self.rate_423,
+                self.rate_503,
+                self.rate_drop,
+                self.rate_failed_operation,
+                self.latency_ms,
+            )
+        )
+
+
+class LocalSettings(_Section):
+    state_dir: str = ".neonflow"
+    project_id: str = "local-neonflow"
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+
+
+class Settings(BaseSettings):
+    """Everything neonflow reads from its configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEONFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    neon: NeonSettings = Field(default_factory=NeonSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
+    migrations: MigrationSettings = Field(default_factory=MigrationSettings)
+    branch: BranchSettings = Field(default_factory=BranchSettings)
+    check: CheckSettings = Field(default_factory=CheckSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("NEON_API_KEY", "NEONFLOW_API_KEY")
+    )
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE_FOR_LOAD.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # -- derived values ------------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        """True when neither a key nor an API host is configured: use the local Neon."""
+        return self.api_key is None and not self.neon.api_host
+
+    def path(self, value: str) -> Path:
+        """A configured path, relative to the project root."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.local.state_dir)
+
+    @property
+    def env_file(self) -> Path:
+        return self.path(self.app.env_file)
+
+    @property
+    def alembic_ini(self) -> Path:
+        return self.path(self.migrations.alembic_ini)
+
+
+# The TOML source needs the file path at construction time; settings_customise_sources is a
+# classmethod, so load_settings hands the path over through this one-slot holder.
+_TOML_FILE_FOR_LOAD: dict[str, Path | None] = {"path": None}
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """``$NEONFLOW_CONFIG``, else the nearest ``neonflow.toml`` from ``start`` upwards."""
+    explicit = os.environ.get("NEONFLOW_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; a broken file or an unknown key raises :class:`ConfigError`."""
+    path = config_file if config_file is not None else find_config_file()
+    if path is not None:
+        _check_toml(path)
+    root = path.parent if path is not None else Path.cwd()
+    overrides.setdefault("root", root)
+    _TOML_FILE_FOR_LOAD["path"] = path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _TOML_FILE_FOR_LOAD["path"] = None
+
+
+def _check_toml(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if "api_key" in data or "api_key" in data.get("neon", {}):
+        raise ConfigError(f"{path}: the API key does not belong in the file; set NEON_API_KEY")
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or "(root)"
+    where = str(path) if path is not None else "settings"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}'"
+    return f"{where}: bad value for '{key}': {err['msg']}"

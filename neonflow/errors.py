@@ -1,0 +1,142 @@
+"""neonflow's exceptions, one tree.
+
+::
+
+    NeonflowError                 exit code
+    ├── ConfigError                   2   broken neonflow.toml, unknown key, bad value
+    ├── UsageError                    2   bad input: an invalid branch name, a refused operation
+    │   └── RefusedError              3   the default or a protected branch, a branch with children
+    ├── NeonAPIError                  4   the Neon API answered with an error
+    │   ├── AuthError                 5   401 / 403: the key is missing, wrong or lacks access
+    │   ├── NotFoundError             6   404
+    │   ├── ConflictError             4   409 / 412 / 422
+    │   ├── LockedError               4   423, after retries
+    │   ├── RateLimitError            4   429, after retries
+    │   ├── ServerError               4   5xx, after retries
+    │   └── OperationFailedError      4   an operation ended failed / error / cancelled
+    ├── NetworkError                  7   the API could not be reached, or a request timed out
+    ├── MigrationError                8   an Alembic revision failed
+    ├── LocalNeonError                9   the local Neon could not start or answer
+    └── CheckFailed                  10   ``neonflow check`` found problems (details in the report)
+
+The exit codes live in :data:`EXIT_CODES` and in the README; the CLI maps errors to text in one place.
+"""
+
+from __future__ import annotations
+
+
+class NeonflowError(Exception):
+    """Base of every error neonflow raises on purpose; its message is one line for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(NeonflowError):
+    exit_code = 2
+
+
+class UsageError(NeonflowError):
+    exit_code = 2
+
+
+class RefusedError(UsageError):
+    exit_code = 3
+
+
+class NeonAPIError(NeonflowError):
+    """An error answer of the Neon API, with Neon's ``message`` and ``request_id``."""
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        request_id: str = "",
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status}")
+            if self.request_id:
+                parts[-1] += f", request {self.request_id}"
+            parts[-1] += ")"
+        return " ".join(parts)
+
+
+class AuthError(NeonAPIError):
+    exit_code = 5
+
+
+class NotFoundError(NeonAPIError):
+    exit_code = 6
+
+
+class ConflictError(NeonAPIError):
+    pass
+
+
+class LockedError(NeonAPIError):
+    pass
+
+
+class RateLimitError(NeonAPIError):
+    pass
+
+
+class ServerError(NeonAPIError):
+    pass
+
+
+class OperationFailedError(NeonAPIError):
+    """A Neon operation ended in ``failed``, ``error`` or ``cancelled``."""
+
+
+class NetworkError(NeonflowError):
+    exit_code = 7
+
+
+class MigrationError(NeonflowError):
+    """An Alembic revision failed; ``revision`` names it when known."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, revision: str | None = None) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
+class LocalNeonError(NeonflowError):
+    exit_code = 9
+
+
+class CheckFailed(NeonflowError):
+    exit_code = 10
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "unexpected error (a bug: please report it)",
+    2: "bad configuration or bad input",
+    3: "refused: the default branch, a protected branch or a branch with children",
+    4: "the Neon API answered with an error",
+    5: "authentication: NEON_API_KEY missing, wrong or without access",
+    6: "not found: the branch (or project) does not exist",
+    7: "network: the API could not be reached or timed out",
+    8: "a migration failed",
+    9: "the local Neon could not start or answer",
+    10: "neonflow check found problems",
+    130: "interrupted (Ctrl-C)",
+}
