@@ -69,7 +69,9 @@ class EmbeddedPostgres:
     def _as_root(self) -> bool:
         return hasattr(os, "geteuid") and os.geteuid() == 0
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", user: str = SUPERUSER, password: str | None = None
+    ) -> str:
         """A libpq keyword DSN (no URL quoting pitfalls)."""
         pw = self.password if password is None else password
         return (

@@ -1,0 +1,321 @@
+"""The local Neon's HTTP face: Neon API v2 paths and bodies, as a Flask app.
+
+Every answer is JSON; errors use Neon's ``{code, message, request_id}``. Requests need
+``Authorization: Bearer <token>``. Fault mode (tests and demos) may answer 429/423/503, add latency
+or drop the connection, before or after the request did its work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import random
+import socket
+import time
+import uuid
+from typing import Any
+
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from neonflow.config import FaultSettings
+from neonflow.local.engine import ApiError, LocalNeon
+
+PROJECT = "/api/v2/projects/<project_id>"
+
+
+class DropConnection(Exception):
+    """Raised by fault mode: close the socket without an answer."""
+
+
+def create_api(neon: LocalNeon, token: str) -> Flask:
+    app = Flask("neonflow.local")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    faults = _Faults(neon.faults)
+    app.extensions["neonflow.faults"] = faults
+    api = Blueprint("neon", __name__)
+
+    @app.before_request
+    def _before() -> Response | tuple[Response, int] | None:
+        g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        if request.path == "/healthz":
+            return None
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            return _error(401, "authentication required: send Authorization: Bearer <token>", "")
+        if request.path.startswith("/api/v2/_local"):
+            return None
+        return faults.before(request.method)
+
+    @app.after_request
+    def _after(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        if request.path.startswith("/api/v2/_local") or request.path == "/healthz":
+            return response
+        faults.after(request.method)
+        return response
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return _error(exc.status, exc.message, exc.code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        return _error(exc.code or 500, exc.description or exc.name, "")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "ok", "project_id": neon.project_id})
+
+    # -- projects --
+
+    @api.get("/api/v2/projects")
+    def list_projects() -> Response:
+        return jsonify({"projects": [neon.project()], "pagination": {"cursor": ""}})
+
+    @api.get(PROJECT)
+    def get_project(project_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify({"project": neon.project()})
+
+    # -- branches --
+
+    @api.get(f"{PROJECT}/branches")
+    def list_branches(project_id: str) -> Response:
+        neon.check_project(project_id)
+        args = request.args
+        return jsonify(
+            neon.list_branches(
+                search=args.get("search") or None,
+                sort_by=args.get("sort_by", "updated_at"),
+                sort_order=args.get("sort_order", "desc"),
+                limit=_int_arg("limit"),
+                cursor=args.get("cursor") or None,
+            )
+        )
+
+    @api.get(f"{PROJECT}/branches/count")
+    def count_branches(project_id: str) -> Response:
+        neon.check_project(project_id)
+        found = neon.list_branches(search=request.args.get("search") or None)
+        return jsonify({"count": len(found["branches"])})
+
+    @api.post(f"{PROJECT}/branches")
+    def create_branch(project_id: str) -> tuple[Response, int]:
+        neon.check_project(project_id)
+        return jsonify(neon.create_branch(_body(optional=True))), 201
+
+    @api.get(f"{PROJECT}/branches/<branch_id>")
+    def get_branch(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.get_branch(branch_id))
+
+    @api.patch(f"{PROJECT}/branches/<branch_id>")
+    def update_branch(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.update_branch(branch_id, _body()))
+
+    @api.delete(f"{PROJECT}/branches/<branch_id>")
+    def delete_branch(project_id: str, branch_id: str) -> Response | tuple[str, int]:
+        neon.check_project(project_id)
+        result = neon.delete_branch(branch_id)
+        return ("", 204) if result is None else jsonify(result)
+
+    @api.post(f"{PROJECT}/branches/<branch_id>/set_as_default")
+    def set_default(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.set_default(branch_id))
+
+    @api.post(f"{PROJECT}/branches/<branch_id>/restore")
+    def restore(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.restore_branch(branch_id, _body()))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/schema")
+    def schema(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.schema(branch_id, request.args.get("db_name")))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")
+    def compare_schema(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        _no_point_in_time("lsn", "timestamp", "base_lsn", "base_timestamp")
+        return jsonify(
+            neon.compare_schema(
+                branch_id, request.args.get("db_name"), request.args.get("base_branch_id")
+            )
+        )
+
+    # -- endpoints --
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/endpoints")
+    def branch_endpoints(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.list_endpoints(branch_id))
+
+    @api.get(f"{PROJECT}/endpoints")
+    def project_endpoints(project_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.list_endpoints())
+
+    @api.post(f"{PROJECT}/endpoints")
+    def create_endpoint(project_id: str) -> tuple[Response, int]:
+        neon.check_project(project_id)
+        return jsonify(neon.create_endpoint(_body())), 201
+
+    @api.get(f"{PROJECT}/endpoints/<endpoint_id>")
+    def get_endpoint(project_id: str, endpoint_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.get_endpoint(endpoint_id))
+
+    @api.post(f"{PROJECT}/endpoints/<endpoint_id>/<any(start, suspend):action>")
+    def endpoint_action(project_id: str, endpoint_id: str, action: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.endpoint_action(endpoint_id, action))
+
+    # -- databases, roles, connection strings --
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/databases")
+    def databases(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.list_databases(branch_id))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/databases/<name>")
+    def database(project_id: str, branch_id: str, name: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.get_database(branch_id, name))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/roles")
+    def roles(project_id: str, branch_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.list_roles(branch_id))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>")
+    def role(project_id: str, branch_id: str, name: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.get_role(branch_id, name))
+
+    @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>/reveal_password")
+    def reveal_password(project_id: str, branch_id: str, name: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.reveal_password(branch_id, name))
+
+    @api.get(f"{PROJECT}/connection_uri")
+    def connection_uri(project_id: str) -> Response:
+        neon.check_project(project_id)
+        args = request.args
+        return jsonify(
+            neon.connection_uri(
+                args.get("branch_id") or None,
+                args.get("database_name"),
+                args.get("role_name"),
+                pooled=args.get("pooled", "false").lower() == "true",
+            )
+        )
+
+    # -- operations --
+
+    @api.get(f"{PROJECT}/operations")
+    def operations(project_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.list_operations(_int_arg("limit"), request.args.get("cursor") or None))
+
+    @api.get(f"{PROJECT}/operations/<operation_id>")
+    def operation(project_id: str, operation_id: str) -> Response:
+        neon.check_project(project_id)
+        return jsonify(neon.get_operation(operation_id))
+
+    # -- local administration (not part of Neon's API) --
+
+    @api.get("/api/v2/_local/faults")
+    def get_faults() -> Response:
+        return jsonify(faults.settings.model_dump())
+
+    @api.put("/api/v2/_local/faults")
+    def put_faults() -> Response:
+        faults.settings = FaultSettings.model_validate(_body())
+        faults.random = random.Random(faults.settings.seed)
+        neon.faults = faults.settings
+        return jsonify(faults.settings.model_dump())
+
+    app.register_blueprint(api)
+    return app
+
+
+def _error(status: int, message: str, code: str) -> tuple[Response, int]:
+    body = {"code": code, "message": message, "request_id": g.get("request_id", "")}
+    response = jsonify(body)
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    return response, status
+
+
+def _body(optional: bool = False) -> dict[str, Any]:
+    if not request.data and optional:
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return data
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer") from None
+
+
+def _no_point_in_time(*names: str) -> None:
+    if any(request.args.get(n) for n in names):
+        raise ApiError(
+            400,
+            "point-in-time comparisons (lsn, timestamp) are not available on the local Neon",
+            "FEATURE_NOT_SUPPORTED",
+        )
+
+
+class _Faults:
+    """Fault injection, decided per request from the configured rates."""
+
+    def __init__(self, settings: FaultSettings) -> None:
+        self.settings = settings
+        self.random = random.Random(settings.seed)
+
+    def before(self, method: str) -> tuple[Response, int] | None:
+        s = self.settings
+        if not s.enabled:
+            return None
+        if s.latency_ms:
+            time.sleep(self.random.uniform(0, s.latency_ms) / 1000)
+        roll = self.random.random()
+        for status, rate in ((429, s.rate_429), (423, s.rate_423), (503, s.rate_503)):
+            if roll < rate:
+                messages: dict[int, str] = {
+                    429: "rate limit exceeded (fault mode)",
+                    423: "project is locked by another operation (fault mode)",
+                    503: "service unavailable (fault mode)",
+                }
+                return _error(status, messages[status], "")
+            roll -= rate
+        # A drop before the work: the request never took effect.
+        if self.random.random() < s.rate_drop / 2:
+            _drop()
+        return None
+
+    def after(self, method: str) -> None:
+        # A drop after the work: the request took effect but the client never hears of it.
+        if self.settings.rate_drop and self.random.random() < self.settings.rate_drop / 2:
+            _drop()
+
+
+def _drop() -> None:
+    sock = request.environ.get("werkzeug.socket")
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    raise DropConnection()

@@ -1,0 +1,1100 @@
+"""The local Neon's behaviour: Neon's branch model over one embedded PostgreSQL cluster.
+
+A branch owns one PostgreSQL database per Neon database (``neondb`` on branch ``br-x`` is the
+physical database ``neondb_br-x``). Branching copies the parent's databases with
+``CREATE DATABASE … TEMPLATE … STRATEGY FILE_COPY``. Mutations answer at once with operations that
+a worker thread then runs, so clients wait as they must on Neon.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from neonflow.config import FaultSettings
+from neonflow.local.postgres import EmbeddedPostgres, bin_dir, new_password
+from neonflow.local.store import Store, neon_id, now, operation_id
+
+log = logging.getLogger("neonflow.local")
+
+REGION = "local"
+DEFAULT_DATABASE = "neondb"
+DEFAULT_ROLE = "neondb_owner"
+PENDING = ("scheduling", "running")
+MAX_EXPIRY = timedelta(days=30)
+_NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,60}$")
+
+
+class ApiError(Exception):
+    """An error answer: Neon's ``{code, message}`` body with an HTTP status."""
+
+    def __init__(self, status: int, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found", "RESOURCE_NOT_FOUND")
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """An RFC 3339 timestamp with a time zone, or a 400."""
+    if not isinstance(value, str):
+        raise ApiError(400, f"{field} must be an RFC 3339 timestamp")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{field} is not a valid RFC 3339 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ApiError(400, f"{field} must include a time zone")
+    return parsed.astimezone(UTC)
+
+
+def fmt_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class LocalNeon:
+    """One local project. Public methods take and return JSON-shaped dicts, or raise ApiError."""
+
+    def __init__(
+        self,
+        store: Store,
+        pg: EmbeddedPostgres,
+        project_id: str,
+        faults: FaultSettings | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.store = store
+        self.pg = pg
+        self.project_id = project_id
+        self.faults = faults or FaultSettings()
+        self._random = random.Random(self.faults.seed)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neon-op")
+        self._copy_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._clone = False
+        self._stop = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def bootstrap(self) -> None:
+        """Create the project, its owner role and the default branch on first start."""
+        self._clone = self._probe_clone()
+        with self.store.lock:
+            if self.store.data["project"]:
+                self._resume()
+                return
+            stamp = now()
+            self.store.data["project"] = {
+                "id": self.project_id,
+                "name": self.project_id,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            password = new_password()
+            self.store.roles[DEFAULT_ROLE] = {"password": password, "created_at": stamp}
+        self._sql(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(DEFAULT_ROLE), sql.Literal(password)
+            ),
+            ignore="already exists",
+        )
+        branch = self._new_branch("main", parent=None, default=True, init_source="parent-data")
+        db = self._database_record(branch["id"], DEFAULT_DATABASE, DEFAULT_ROLE)
+        branch["_databases"] = [db]
+        self._sql(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(db["physical"]), sql.Identifier(DEFAULT_ROLE)
+            ),
+            ignore="already exists",
+        )
+        branch.update(current_state="ready", pending_state=None)
+        endpoint = self._new_endpoint(branch["id"], "read_write")
+        endpoint.update(current_state="active", pending_state=None, started_at=now())
+        with self.store.lock:
+            self.store.branches[branch["id"]] = branch
+            self.store.endpoints[endpoint["id"]] = endpoint
+            self.store.save()
+
+    def _resume(self) -> None:
+        """Run again the operations a crash or a stop interrupted (each one is idempotent)."""
+        pending = [op for op in self.store.operations.values() if op["status"] in PENDING]
+        for op in sorted(pending, key=lambda o: o["created_at"]):
+            work = self._work_for(op)
+            if work is not None:
+                self._executor.submit(self._run_chain, [(op, work)])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+    def reap_expired(self) -> list[str]:
+        """Delete branches whose ``expires_at`` has passed (Neon's background job)."""
+        moment = datetime.now(UTC)
+        gone = []
+        for branch in list(self._live_branches()):
+            expires = branch.get("expires_at")
+            if expires and parse_time(expires, "expires_at") <= moment:
+                try:
+                    self.delete_branch(branch["id"])
+                    gone.append(branch["id"])
+                except ApiError as exc:
+                    log.info("expired branch %s not deleted: %s", branch["id"], exc.message)
+        return gone
+
+    # -- projects --------------------------------------------------------------------------
+
+    def project(self) -> dict[str, Any]:
+        p = self.store.data["project"]
+        period_start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0)
+        return {
+            "id": p["id"],
+            "platform_id": "local",
+            "region_id": REGION,
+            "name": p["name"],
+            "provisioner": "k8s-neonvm",
+            "default_endpoint_settings": {
+                "autoscaling_limit_min_cu": 0.25,
+                "autoscaling_limit_max_cu": 1,
+                "suspend_timeout_seconds": 0,
+            },
+            "settings": {"allowed_ips": {"ips": [], "protected_branches_only": False}},
+            "pg_version": 18,
+            "proxy_host": "127.0.0.1",
+            "branch_logical_size_limit": 0,
+            "branch_logical_size_limit_bytes": 0,
+            "store_passwords": True,
+            "active_time": 0,
+            "active_time_seconds": 0,
+            "compute_time_seconds": 0,
+            "written_data_bytes": 0,
+            "data_transfer_bytes": 0,
+            "data_storage_bytes_hour": 0,
+            "cpu_used_sec": 0,
+            "creation_source": "neonflow-local",
+            "history_retention_seconds": 0,
+            "created_at": p["created_at"],
+            "updated_at": p["updated_at"],
+            "consumption_period_start": fmt_time(period_start),
+            "consumption_period_end": fmt_time(period_start + timedelta(days=31)),
+            "owner_id": "local",
+        }
+
+    def check_project(self, project_id: str) -> None:
+        if project_id != self.project_id:
+            raise not_found(f"project {project_id}")
+
+    # -- branches: reads -------------------------------------------------------------------
+
+    def _live_branches(self) -> Iterator[dict[str, Any]]:
+        return (b for b in self.store.branches.values() if not b.get("_deleted"))
+
+    def _branch(self, branch_id: str) -> dict[str, Any]:
+        branch = self.store.branches.get(branch_id)
+        if branch is None or branch.get("_deleted"):
+            raise not_found(f"branch {branch_id}")
+        return branch
+
+    def branch_json(self, branch: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in branch.items() if not k.startswith("_") and v is not None}
+        out.update(
+            project_id=self.project_id,
+            primary=branch["default"],
+            cpu_used_sec=0,
+            active_time_seconds=0,
+            compute_time_seconds=0,
+            written_data_bytes=0,
+            data_transfer_bytes=0,
+            logical_size=branch.get("_logical_size", 0),
+        )
+        return out
+
+    def annotation_json(self, branch: dict[str, Any]) -> dict[str, Any]:
+        ann = branch.get("_annotation") or {}
+        return {
+            "object": {"type": "console/branch", "id": branch["id"]},
+            "value": ann.get("value", {}),
+            "created_at": ann.get("created_at", branch["created_at"]),
+            "updated_at": ann.get("updated_at", branch["updated_at"]),
+        }
+
+    def get_branch(self, branch_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            return {"branch": self.branch_json(branch), "annotation": self.annotation_json(branch)}
+
+    def list_branches(
+        self,
+        search: str | None = None,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        if sort_by not in ("name", "created_at", "updated_at"):
+            raise ApiError(400, "sort_by must be one of name, created_at, updated_at")
+        if sort_order not in ("asc", "desc"):
+            raise ApiError(400, "sort_order must be asc or desc")
+        if limit is not None and not 1 <= limit <= 10000:
+            raise ApiError(400, "limit must be between 1 and 10000")
+        with self.store.lock:
+            rows = list(self._live_branches())
+            if search:
+                needle = search.lower()
+                rows = [b for b in rows if needle in b["name"].lower() or needle in b["id"]]
+            rows.sort(key=lambda b: (b[sort_by], b["id"]), reverse=sort_order == "desc")
+            start = 0
+            if cursor:
+                start = self._decode_cursor(cursor, rows)
+            page = rows[start : start + limit] if limit else rows[start:]
+            more = limit is not None and start + limit < len(rows)
+            pagination: dict[str, Any] = {"sort_by": sort_by, "sort_order": sort_order}
+            if more and page:
+                pagination["next"] = self._encode_cursor(page[-1]["id"])
+            return {
+                "branches": [self.branch_json(b) for b in page],
+                "annotations": {b["id"]: self.annotation_json(b) for b in page},
+                "pagination": pagination,
+            }
+
+    @staticmethod
+    def _encode_cursor(branch_id: str) -> str:
+        return base64.urlsafe_b64encode(json.dumps({"after": branch_id}).encode()).decode()
+
+    @staticmethod
+    def _decode_cursor(cursor: str, rows: list[dict[str, Any]]) -> int:
+        try:
+            after = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(400, "invalid cursor") from None
+        for index, row in enumerate(rows):
+            if row["id"] == after:
+                return index + 1
+        raise ApiError(400, "cursor no longer valid: the branch it points after is gone")
+
+    # -- branches: create ------------------------------------------------------------------
+
+    def create_branch(self, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("branch") or {}
+        if not isinstance(spec, dict):
+            raise ApiError(400, "branch must be an object")
+        if spec.get("parent_lsn") or spec.get("parent_timestamp"):
+            raise ApiError(
+                400,
+                "point-in-time branching (parent_lsn, parent_timestamp) is not available "
+                "on the local Neon",
+                "FEATURE_NOT_SUPPORTED",
+            )
+        endpoints_spec = body.get("endpoints") or []
+        annotation = body.get("annotation_value") or {}
+        self._validate_annotation(annotation)
+        for ep in endpoints_spec:
+            if not isinstance(ep, dict) or ep.get("type") not in ("read_write", "read_only"):
+                raise ApiError(400, "each endpoint needs a type: read_write or read_only")
+        if sum(1 for ep in endpoints_spec if ep["type"] == "read_write") > 1:
+            raise ApiError(400, "a branch can have only one read_write endpoint")
+        init_source = spec.get("init_source", "parent-data")
+        if init_source not in ("parent-data", "schema-only"):
+            raise ApiError(400, f"init_source {init_source!r} is not supported locally")
+        with self.store.lock:
+            parent_id = spec.get("parent_id") or self._default_branch()["id"]
+            parent = self._branch(parent_id)
+            if parent.get("expires_at"):
+                raise ApiError(400, "cannot create a branch from a branch that has an expiration")
+            name = spec.get("name") or neon_id("br").removeprefix("br-")
+            self._validate_name(name)
+            self._check_name_free(name)
+            expires_at = self._validate_expiry(spec.get("expires_at"), spec.get("protected"))
+            branch = self._new_branch(
+                name,
+                parent=None if init_source == "schema-only" else parent,
+                default=False,
+                init_source=init_source,
+            )
+            branch["protected"] = bool(spec.get("protected", False))
+            if expires_at is not None:
+                branch["expires_at"] = fmt_time(expires_at)
+                ttl = expires_at - datetime.now(UTC)
+                branch["ttl_interval_seconds"] = max(1, int(ttl.total_seconds()))
+            stamp = now()
+            branch["_annotation"] = {"value": annotation, "created_at": stamp, "updated_at": stamp}
+            branch["_databases"] = [
+                self._database_record(branch["id"], d["name"], d["owner_name"])
+                for d in parent["_databases"]
+            ]
+            create_op = self._new_operation("create_branch", branch["id"])
+            chain: list[tuple[dict[str, Any], Callable[[], None]]] = [
+                (create_op, self._work_for(create_op) or _nothing)
+            ]
+            endpoints = []
+            for ep_spec in endpoints_spec:
+                endpoint = self._new_endpoint(branch["id"], ep_spec["type"], ep_spec)
+                start_op = self._new_operation("start_compute", branch["id"], endpoint["id"])
+                chain.append((start_op, self._work_for(start_op) or _nothing))
+                endpoints.append(endpoint)
+                self.store.endpoints[endpoint["id"]] = endpoint
+            branch["_source"] = parent["id"]
+            self.store.branches[branch["id"]] = branch
+            self.store.save()
+            response = {
+                "branch": self.branch_json(branch),
+                "endpoints": [self.endpoint_json(e) for e in endpoints],
+                "operations": [self.operation_json(op) for op, _ in chain],
+                "roles": self._roles_json(branch["id"]),
+                "databases": [self.database_json(branch["id"], d) for d in branch["_databases"]],
+            }
+            if endpoints and len(branch["_databases"]) == 1 and len(self.store.roles) == 1:
+                response["connection_uris"] = [self._connection_details(branch)]
+        self._executor.submit(self._run_chain, chain)
+        return response
+
+    def _new_branch(
+        self, name: str, parent: dict[str, Any] | None, default: bool, init_source: str
+    ) -> dict[str, Any]:
+        stamp = now()
+        return {
+            "id": neon_id("br"),
+            "name": name,
+            "parent_id": parent["id"] if parent else None,
+            "parent_timestamp": stamp if parent else None,
+            "parent_lsn": None,
+            "current_state": "init",
+            "pending_state": "ready",
+            "state_changed_at": stamp,
+            "creation_source": "neonflow-local",
+            "created_at": stamp,
+            "updated_at": stamp,
+            "default": default,
+            "protected": False,
+            "init_source": init_source,
+            "created_by": {"name": "local"},
+        }
+
+    def _database_record(self, branch_id: str, name: str, owner: str) -> dict[str, Any]:
+        stamp = now()
+        return {
+            "id": random.randint(1, 2**31),
+            "name": name,
+            "owner_name": owner,
+            "physical": f"{name}_{branch_id}",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+
+    def _default_branch(self) -> dict[str, Any]:
+        for branch in self._live_branches():
+            if branch["default"]:
+                return branch
+        raise ApiError(500, "the project has no default branch")
+
+    def _validate_name(self, name: Any) -> None:
+        if not isinstance(name, str) or not 1 <= len(name) <= 256:
+            raise ApiError(400, "branch name must be a string of 1 to 256 characters")
+
+    def _check_name_free(self, name: str, exclude: str | None = None) -> None:
+        for branch in self._live_branches():
+            if branch["name"] == name and branch["id"] != exclude:
+                raise ApiError(409, f"branch with name {name!r} already exists", "BRANCH_EXISTS")
+
+    @staticmethod
+    def _validate_annotation(value: Any) -> None:
+        if not isinstance(value, dict) or len(value) > 50:
+            raise ApiError(400, "annotation_value must be an object of at most 50 strings")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ApiError(400, "annotation_value keys and values must be strings")
+
+    def _validate_expiry(self, value: Any, protected: Any) -> datetime | None:
+        if value is None:
+            return None
+        moment = parse_time(value, "expires_at")
+        current = datetime.now(UTC)
+        if moment <= current:
+            raise ApiError(400, "expires_at must be in the future")
+        if moment - current > MAX_EXPIRY:
+            raise ApiError(400, "expires_at must be at most 30 days in the future")
+        if protected:
+            raise ApiError(400, "a protected branch cannot have an expiration")
+        return moment
+
+    # -- branches: update, delete, default, restore ----------------------------------------
+
+    def update_branch(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("branch")
+        if not isinstance(spec, dict):
+            raise ApiError(400, "request body must contain a branch object")
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            self._check_unlocked(branch_id)
+            if "name" in spec:
+                self._validate_name(spec["name"])
+                self._check_name_free(spec["name"], exclude=branch_id)
+            protected = spec.get("protected", branch["protected"])
+            if "expires_at" in spec and spec["expires_at"] is not None:
+                if branch["default"]:
+                    raise ApiError(400, "the default branch cannot have an expiration")
+                if self._children(branch_id):
+                    raise ApiError(400, "a branch with children cannot have an expiration")
+                moment = self._validate_expiry(spec["expires_at"], protected)
+                assert moment is not None
+                branch["expires_at"] = fmt_time(moment)
+                branch["ttl_interval_seconds"] = max(
+                    1, int((moment - datetime.now(UTC)).total_seconds())
+                )
+            elif "expires_at" in spec:
+                branch.pop("expires_at", None)
+                branch.pop("ttl_interval_seconds", None)
+            elif protected and branch.get("expires_at"):
+                raise ApiError(400, "a branch with an expiration cannot be protected")
+            if "name" in spec:
+                branch["name"] = spec["name"]
+            branch["protected"] = bool(protected)
+            branch["updated_at"] = now()
+            self.store.save()
+            return {"branch": self.branch_json(branch), "operations": []}
+
+    def delete_branch(self, branch_id: str) -> dict[str, Any] | None:
+        with self.store.lock:
+            branch = self.store.branches.get(branch_id)
+            if branch is None or branch.get("_deleted"):
+                return None
+            if branch["default"]:
+                raise ApiError(422, "cannot delete the project's default branch")
+            if branch["protected"]:
+                raise ApiError(422, "cannot delete a protected branch")
+            if self._children(branch_id):
+                raise ApiError(422, "cannot delete a branch that has child branches")
+            self._check_unlocked(branch_id)
+            op = self._new_operation("delete_timeline", branch_id)
+            branch["_deleted"] = True
+            branch["updated_at"] = now()
+            for endpoint_id in [e["id"] for e in self._branch_endpoints(branch_id)]:
+                del self.store.endpoints[endpoint_id]
+            self.store.save()
+            out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
+        self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
+        return out
+
+    def set_default(self, branch_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            self._check_unlocked(branch_id)
+            if branch.get("expires_at"):
+                raise ApiError(
+                    400, "a branch with an expiration cannot be the default; clear it first"
+                )
+            if branch["current_state"] != "ready":
+                raise ApiError(423, "branch is not ready yet", "LOCKED")
+            for other in self._live_branches():
+                if other["default"]:
+                    other["default"] = False
+                    other["updated_at"] = now()
+            branch["default"] = True
+            branch["updated_at"] = now()
+            self.store.save()
+            return {"branch": self.branch_json(branch), "operations": []}
+
+    def restore_branch(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        source_id = body.get("source_branch_id")
+        if not isinstance(source_id, str) or not _NAME_PATTERN.match(source_id):
+            raise ApiError(400, "source_branch_id is required")
+        if body.get("source_lsn") or body.get("source_timestamp"):
+            raise ApiError(
+                400,
+                "point-in-time restore (source_lsn, source_timestamp) is not available "
+                "on the local Neon",
+                "FEATURE_NOT_SUPPORTED",
+            )
+        if source_id == branch_id:
+            raise ApiError(
+                400, "restoring a branch from itself needs source_lsn or source_timestamp"
+            )
+        preserve = body.get("preserve_under_name")
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            source = self._branch(source_id)
+            if branch["protected"]:
+                raise ApiError(422, "cannot restore a protected branch")
+            if branch["default"] and not preserve and source_id == branch.get("parent_id"):
+                raise ApiError(422, "the default branch has no parent to reset from")
+            self._check_unlocked(branch_id)
+            self._check_unlocked(source_id)
+            children = self._children(branch_id)
+            if children and not preserve:
+                raise ApiError(
+                    400, "the branch has children: preserve_under_name is required to restore it"
+                )
+            if source_id in {c["id"] for c in children} and not preserve:
+                raise ApiError(400, "preserve_under_name is required to restore from a child")
+            op = self._new_operation("create_timeline", branch_id)
+            op["_source"] = source_id
+            if preserve:
+                self._validate_name(preserve)
+                self._check_name_free(preserve)
+                kept = self._new_branch(
+                    preserve,
+                    parent=self.store.branches.get(branch.get("parent_id") or ""),
+                    default=False,
+                    init_source=branch.get("init_source", "parent-data"),
+                )
+                kept.update(current_state="ready", pending_state=None)
+                kept["_databases"] = [
+                    {**d, "physical": f"{d['name']}_{kept['id']}"} for d in branch["_databases"]
+                ]
+                kept["_annotation"] = branch.get("_annotation")
+                for child in children:
+                    child["parent_id"] = kept["id"]
+                self.store.branches[kept["id"]] = kept
+                op["_preserve"] = [
+                    [old["physical"], new["physical"]]
+                    for old, new in zip(branch["_databases"], kept["_databases"], strict=True)
+                ]
+                branch["restored_as"] = kept["id"]
+            if source_id == branch.get("parent_id"):
+                branch["last_reset_at"] = now()
+                if branch.get("ttl_interval_seconds"):
+                    ttl = timedelta(seconds=branch["ttl_interval_seconds"])
+                    branch["expires_at"] = fmt_time(datetime.now(UTC) + ttl)
+            branch.update(current_state="resetting", pending_state="ready", state_changed_at=now())
+            branch["updated_at"] = now()
+            self.store.save()
+            out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
+        self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
+        return out
+
+    def _children(self, branch_id: str) -> list[dict[str, Any]]:
+        return [b for b in self._live_branches() if b.get("parent_id") == branch_id]
+
+    def _check_unlocked(self, branch_id: str) -> None:
+        for op in self.store.operations.values():
+            if op.get("branch_id") == branch_id and op["status"] in PENDING:
+                raise ApiError(
+                    423,
+                    f"branch {branch_id} has an operation in progress ({op['action']}); "
+                    "retry when it finishes",
+                    "LOCKED",
+                )
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def schema(self, branch_id: str, db_name: str | None) -> dict[str, Any]:
+        with self.store.lock:
+            physical = self._physical(self._branch(branch_id), db_name)
+        return {"sql": self._dump_schema(physical)}
+
+    def compare_schema(
+        self, branch_id: str, db_name: str | None, base_branch_id: str | None
+    ) -> dict[str, Any]:
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            base_id = base_branch_id or branch.get("parent_id")
+            if not base_id:
+                raise ApiError(400, "the branch has no parent: give base_branch_id")
+            base = self._branch(base_id)
+            target_db = self._physical(branch, db_name)
+            base_db = self._physical(base, db_name)
+        before = self._dump_schema(base_db).splitlines(keepends=True)
+        after = self._dump_schema(target_db).splitlines(keepends=True)
+        diff = difflib.unified_diff(before, after, f"a/{db_name}", f"b/{db_name}")
+        return {"diff": "".join(diff)}
+
+    def _physical(self, branch: dict[str, Any], db_name: str | None) -> str:
+        if not db_name:
+            raise ApiError(400, "db_name is required")
+        for db in branch["_databases"]:
+            if db["name"] == db_name:
+                return str(db["physical"])
+        raise not_found(f"database {db_name}")
+
+    def _dump_schema(self, physical: str) -> str:
+        env = {**os.environ, "PGPASSWORD": self.pg.password, "LC_ALL": "C.UTF-8"}
+        cmd = [
+            str(bin_dir() / "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--no-privileges",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.pg.port),
+            "-U",
+            "postgres",
+            physical,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise ApiError(500, f"pg_dump failed: {done.stderr.strip()[:200]}")
+        # Lines that change from one dump to the next would show up in every diff.
+        keep = [
+            line
+            for line in done.stdout.splitlines()
+            if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped "))
+        ]
+        return "\n".join(keep).strip() + "\n"
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def _new_endpoint(
+        self, branch_id: str, kind: str, spec: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        spec = spec or {}
+        stamp = now()
+        endpoint_id = neon_id("ep")
+        return {
+            "id": endpoint_id,
+            "host": f"127.0.0.1:{self.pg.port}",
+            "branch_id": branch_id,
+            "type": kind,
+            "current_state": "init",
+            "pending_state": "active",
+            "region_id": REGION,
+            "autoscaling_limit_min_cu": spec.get("autoscaling_limit_min_cu", 0.25),
+            "autoscaling_limit_max_cu": spec.get("autoscaling_limit_max_cu", 1),
+            "settings": spec.get("settings", {}),
+            "pooler_enabled": False,
+            "pooler_mode": "transaction",
+            "disabled": False,
+            "passwordless_access": False,
+            "creation_source": "neonflow-local",
+            "created_at": stamp,
+            "updated_at": stamp,
+            "last_active": stamp,
+            "proxy_host": "127.0.0.1",
+            "suspend_timeout_seconds": spec.get("suspend_timeout_seconds", 0),
+            "provisioner": spec.get("provisioner", "k8s-neonvm"),
+            "name": spec.get("name"),
+        }
+
+    def endpoint_json(self, endpoint: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in endpoint.items() if v is not None}
+        out["project_id"] = self.project_id
+        return out
+
+    def _branch_endpoints(self, branch_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.store.endpoints.values() if e["branch_id"] == branch_id]
+
+    def list_endpoints(self, branch_id: str | None = None) -> dict[str, Any]:
+        with self.store.lock:
+            if branch_id is not None:
+                self._branch(branch_id)
+                rows = self._branch_endpoints(branch_id)
+            else:
+                rows = list(self.store.endpoints.values())
+            return {"endpoints": [self.endpoint_json(e) for e in rows]}
+
+    def _endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        endpoint = self.store.endpoints.get(endpoint_id)
+        if endpoint is None:
+            raise not_found(f"endpoint {endpoint_id}")
+        return endpoint
+
+    def get_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            return {"endpoint": self.endpoint_json(self._endpoint(endpoint_id))}
+
+    def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("endpoint")
+        if not isinstance(spec, dict) or not spec.get("branch_id") or not spec.get("type"):
+            raise ApiError(400, "endpoint.branch_id and endpoint.type are required")
+        if spec["type"] not in ("read_write", "read_only"):
+            raise ApiError(400, "endpoint.type must be read_write or read_only")
+        with self.store.lock:
+            self._branch(spec["branch_id"])
+            existing = self._branch_endpoints(spec["branch_id"])
+            if spec["type"] == "read_write" and any(e["type"] == "read_write" for e in existing):
+                raise ApiError(409, "the branch already has a read_write endpoint")
+            endpoint = self._new_endpoint(spec["branch_id"], spec["type"], spec)
+            op = self._new_operation("start_compute", spec["branch_id"], endpoint["id"])
+            self.store.endpoints[endpoint["id"]] = endpoint
+            self.store.save()
+            out = {
+                "endpoint": self.endpoint_json(endpoint),
+                "operations": [self.operation_json(op)],
+            }
+        self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
+        return out
+
+    def endpoint_action(self, endpoint_id: str, action: str) -> dict[str, Any]:
+        """``start`` or ``suspend`` a compute (locally, connections work either way)."""
+        with self.store.lock:
+            endpoint = self._endpoint(endpoint_id)
+            self._check_unlocked(endpoint["branch_id"])
+            kind = "start_compute" if action == "start" else "suspend_compute"
+            target = "active" if action == "start" else "idle"
+            endpoint["pending_state"] = target
+            op = self._new_operation(kind, endpoint["branch_id"], endpoint_id)
+            self.store.save()
+            out = {
+                "endpoint": self.endpoint_json(endpoint),
+                "operations": [self.operation_json(op)],
+            }
+        self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
+        return out
+
+    # -- databases, roles, connection strings ----------------------------------------------
+
+    def database_json(self, branch_id: str, db: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": db["id"],
+            "branch_id": branch_id,
+            "name": db["name"],
+            "owner_name": db["owner_name"],
+            "created_at": db["created_at"],
+            "updated_at": db["updated_at"],
+        }
+
+    def list_databases(self, branch_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            return {"databases": [self.database_json(branch_id, d) for d in branch["_databases"]]}
+
+    def get_database(self, branch_id: str, name: str) -> dict[str, Any]:
+        with self.store.lock:
+            branch = self._branch(branch_id)
+            for db in branch["_databases"]:
+                if db["name"] == name:
+                    return {"database": self.database_json(branch_id, db)}
+        raise not_found(f"database {name}")
+
+    def _roles_json(self, branch_id: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "branch_id": branch_id,
+                "name": name,
+                "protected": False,
+                "authentication_method": "password",
+                "created_at": role["created_at"],
+                "updated_at": role["created_at"],
+            }
+            for name, role in self.store.roles.items()
+        ]
+
+    def list_roles(self, branch_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            self._branch(branch_id)
+            return {"roles": self._roles_json(branch_id)}
+
+    def get_role(self, branch_id: str, name: str) -> dict[str, Any]:
+        with self.store.lock:
+            for role in self.list_roles(branch_id)["roles"]:
+                if role["name"] == name:
+                    return {"role": role}
+        raise not_found(f"role {name}")
+
+    def reveal_password(self, branch_id: str, role_name: str) -> dict[str, Any]:
+        with self.store.lock:
+            self._branch(branch_id)
+            role = self.store.roles.get(role_name)
+            if role is None:
+                raise not_found(f"role {role_name}")
+            return {"password": role["password"]}
+
+    def connection_uri(
+        self,
+        branch_id: str | None,
+        database_name: str | None,
+        role_name: str | None,
+        pooled: bool = False,
+    ) -> dict[str, Any]:
+        if not database_name or not role_name:
+            raise ApiError(400, "database_name and role_name are required")
+        with self.store.lock:
+            branch = self._branch(branch_id) if branch_id else self._default_branch()
+            if not any(e["type"] == "read_write" for e in self._branch_endpoints(branch["id"])):
+                raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
+            physical = self._physical(branch, database_name)
+            role = self.store.roles.get(role_name)
+            if role is None:
+                raise not_found(f"role {role_name}")
+            # There is no PgBouncer locally: a pooled URI is the direct one.
+            return {"uri": self._uri(role_name, role["password"], physical)}
+
+    def _uri(self, role: str, password: str, physical: str) -> str:
+        return (
+            f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.pg.port}/{quote(physical, safe='')}"
+        )
+
+    def _connection_details(self, branch: dict[str, Any]) -> dict[str, Any]:
+        db = branch["_databases"][0]
+        role = self.store.roles[db["owner_name"]]
+        return {
+            "connection_uri": self._uri(db["owner_name"], role["password"], db["physical"]),
+            "connection_parameters": {
+                "database": db["physical"],
+                "password": role["password"],
+                "role": db["owner_name"],
+                "host": f"127.0.0.1:{self.pg.port}",
+                "pooler_host": f"127.0.0.1:{self.pg.port}",
+            },
+        }
+
+    # -- operations ------------------------------------------------------------------------
+
+    def _new_operation(
+        self, action: str, branch_id: str, endpoint_id: str | None = None
+    ) -> dict[str, Any]:
+        stamp = now()
+        op = {
+            "id": operation_id(),
+            "branch_id": branch_id,
+            "endpoint_id": endpoint_id,
+            "action": action,
+            "status": "scheduling",
+            "failures_count": 0,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "total_duration_ms": 0,
+        }
+        self.store.operations[op["id"]] = op
+        return op
+
+    def operation_json(self, op: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in op.items() if not k.startswith("_") and v is not None}
+        out["project_id"] = self.project_id
+        return out
+
+    def get_operation(self, operation_id_: str) -> dict[str, Any]:
+        with self.store.lock:
+            op = self.store.operations.get(operation_id_)
+            if op is None:
+                raise not_found(f"operation {operation_id_}")
+            return {"operation": self.operation_json(op)}
+
+    def list_operations(
+        self, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        if limit is not None and not 1 <= limit <= 1000:
+            raise ApiError(400, "limit must be between 1 and 1000")
+        with self.store.lock:
+            rows = sorted(
+                self.store.operations.values(),
+                key=lambda o: (o["created_at"], o["id"]),
+                reverse=True,
+            )
+            start = int(cursor) if cursor and cursor.isdigit() else 0
+            page = rows[start : start + limit] if limit else rows[start:]
+            nxt = start + len(page)
+            return {
+                "operations": [self.operation_json(op) for op in page],
+                "pagination": {"cursor": str(nxt) if nxt < len(rows) else ""},
+            }
+
+    def _run_chain(self, chain: list[tuple[dict[str, Any], Callable[[], None]]]) -> None:
+        """Run operations in order; a failure fails the rest of the chain."""
+        failed: str | None = None
+        for op, work in chain:
+            started = time.monotonic()
+            with self.store.lock:
+                op.update(status="running", updated_at=now())
+            try:
+                if failed is not None:
+                    raise RuntimeError(f"an earlier operation failed: {failed}")
+                if self._random.random() < self.faults.rate_failed_operation:
+                    raise RuntimeError("injected failure (fault mode)")
+                work()
+                status, error = "finished", None
+            except Exception as exc:  # an operation reports its failure, it never kills the worker
+                log.exception("operation %s (%s) failed", op["id"], op["action"])
+                status, error = "failed", str(exc)[:500]
+                failed = failed or error
+            with self.store.lock:
+                op.update(
+                    status=status,
+                    error=error,
+                    updated_at=now(),
+                    total_duration_ms=int((time.monotonic() - started) * 1000),
+                )
+                if error:
+                    op["failures_count"] += 1
+                self.store.save()
+
+    def _work_for(self, op: dict[str, Any]) -> Callable[[], None] | None:
+        action = op["action"]
+        if action == "create_branch":
+            return lambda: self._do_create(op["branch_id"])
+        if action == "start_compute":
+            return lambda: self._do_endpoint(op["endpoint_id"], "active")
+        if action == "suspend_compute":
+            return lambda: self._do_endpoint(op["endpoint_id"], "idle")
+        if action == "delete_timeline":
+            return lambda: self._do_delete(op["branch_id"])
+        if action == "create_timeline":
+            return lambda: self._do_restore(op)
+        return None
+
+    # -- the work itself (runs on worker threads) ------------------------------------------
+
+    def _do_create(self, branch_id: str) -> None:
+        with self.store.lock:
+            branch = self.store.branches[branch_id]
+            source = self.store.branches[branch["_source"]]
+            pairs = [
+                (s["physical"], d["physical"], d["owner_name"])
+                for s, d in zip(source["_databases"], branch["_databases"], strict=True)
+            ]
+        for src, dst, owner in pairs:
+            self._copy_database(src, dst, owner)
+            if branch.get("init_source") == "schema-only":
+                self._truncate_all(dst)
+        size = self._database_size(pairs[0][1]) if pairs else 0
+        with self.store.lock:
+            branch.update(
+                current_state="ready",
+                pending_state=None,
+                state_changed_at=now(),
+                _logical_size=size,
+            )
+            branch.pop("_source", None)
+            if branch.get("init_source") == "schema-only":
+                branch["parent_id"] = None
+
+    def _do_endpoint(self, endpoint_id: str, state: str) -> None:
+        with self.store.lock:
+            endpoint = self.store.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return
+            endpoint.update(current_state=state, pending_state=None, updated_at=now())
+            endpoint["started_at" if state == "active" else "suspended_at"] = now()
+
+    def _do_delete(self, branch_id: str) -> None:
+        with self.store.lock:
+            branch = self.store.branches.get(branch_id)
+            physical = [d["physical"] for d in branch["_databases"]] if branch else []
+        for name in physical:
+            self._sql(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        with self.store.lock:
+            self.store.branches.pop(branch_id, None)
+
+    def _do_restore(self, op: dict[str, Any]) -> None:
+        with self.store.lock:
+            branch = self.store.branches[op["branch_id"]]
+            source = self.store.branches[op["_source"]]
+            pairs = [
+                (s["physical"], d["physical"], d["owner_name"])
+                for s, d in zip(source["_databases"], branch["_databases"], strict=True)
+            ]
+        for old, new in op.get("_preserve", []):
+            with self._no_connections(old):
+                self._sql(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(old), sql.Identifier(new)
+                    ),
+                    ignore="does not exist",
+                )
+            self._sql(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(new))
+            )
+        for src, dst, owner in pairs:
+            self._copy_database(src, dst, owner)
+        with self.store.lock:
+            branch.update(current_state="ready", pending_state=None, state_changed_at=now())
+
+    def _copy_database(self, src: str, dst: str, owner: str) -> None:
+        """``dst`` becomes a fresh copy of ``src`` (replacing any ``dst``); idempotent."""
+        self._sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dst)))
+        strategy = sql.SQL("STRATEGY FILE_COPY")
+        with self._copy_locks[src], self._no_connections(src) as conn:
+            if self._clone:
+                conn.execute("SET file_copy_method = clone")
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {} {} OWNER {}").format(
+                    sql.Identifier(dst), sql.Identifier(src), strategy, sql.Identifier(owner)
+                )
+            )
+
+    @contextmanager
+    def _no_connections(self, database: str) -> Iterator[psycopg.Connection[Any]]:
+        """Refuse new sessions on ``database``, end the current ones, and let them back after.
+
+        A template must have no other sessions, and PostgreSQL would otherwise wait 5 seconds
+        before failing; Neon also interrupts sessions when it resets a branch.
+        """
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            ident = sql.Identifier(database)
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+            try:
+                deadline = time.monotonic() + 10
+                while True:
+                    row = conn.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (database,),
+                    ).fetchone()
+                    if not row or row[0] == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+                yield conn
+            finally:
+                if self._exists(conn, database):
+                    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+
+    @staticmethod
+    def _exists(conn: psycopg.Connection[Any], database: str) -> bool:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        return row is not None
+
+    def _truncate_all(self, database: str) -> None:
+        with psycopg.connect(self.pg.dsn(database), autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+            if tables:
+                names = sql.SQL(", ").join(sql.SQL(t[0]) for t in tables)
+                conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
+
+    def _database_size(self, database: str) -> int:
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            row = conn.execute("SELECT pg_database_size(%s)", (database,)).fetchone()
+            return int(row[0]) if row else 0
+
+    def _sql(self, statement: sql.Composable, ignore: str | None = None) -> None:
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                if ignore is None or ignore not in str(exc):
+                    raise
+
+    def _probe_clone(self) -> bool:
+        """Whether ``file_copy_method = clone`` works here (a copy-on-write file system)."""
+        probe = "neonflow_clone_probe"
+        try:
+            with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(probe)))
+                conn.execute("SET file_copy_method = clone")
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE template0 STRATEGY FILE_COPY").format(
+                        sql.Identifier(probe)
+                    )
+                )
+                conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(probe)))
+            return True
+        except psycopg.Error:
+            return False
+
+
+def _nothing() -> None:
+    return None

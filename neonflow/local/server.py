@@ -1,0 +1,131 @@
+"""The local Neon server process: PostgreSQL up, the API on loopback, until SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from neonflow.config import Settings
+from neonflow.local.api import create_api
+from neonflow.local.engine import LocalNeon
+from neonflow.local.postgres import EmbeddedPostgres, free_port, new_password
+from neonflow.local.store import Store, write_private
+
+log = logging.getLogger("neonflow.local")
+REAP_EVERY_SECONDS = 30.0
+
+
+@dataclass
+class StatePaths:
+    """Where the local Neon keeps its things inside the state folder."""
+
+    root: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "local.json"
+
+    @property
+    def token(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "server.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "up.lock"
+
+
+def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
+    """Ports, the superuser password and the project id, chosen once and remembered."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if paths.config.exists():
+        config: dict[str, Any] = json.loads(paths.config.read_text())
+    else:
+        config = {
+            "project_id": project_id,
+            "pg_port": free_port(),
+            "api_port": free_port(),
+            "pg_password": new_password(),
+        }
+        write_private(paths.config, json.dumps(config, indent=1))
+    if not paths.token.exists():
+        write_private(paths.token, secrets.token_urlsafe(32))
+    return config
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT; PostgreSQL is stopped on the way out."""
+    paths = StatePaths(settings.state_dir)
+    config = load_or_create_config(paths, settings.local.project_id)
+    pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
+    pg.init()
+    if not pg.running() and not _port_free(pg.port):
+        # Somebody took the remembered port while we were down: pick another, remember it.
+        config["pg_port"] = pg.port = free_port()
+        write_private(paths.config, json.dumps(config, indent=1))
+    pg.start()
+    store = Store(paths.metadata)
+    neon = LocalNeon(store, pg, config["project_id"], settings.local.faults)
+    neon.bootstrap()
+    if not _port_free(config["api_port"]):
+        config["api_port"] = free_port()
+        write_private(paths.config, json.dumps(config, indent=1))
+    app = create_api(neon, paths.token.read_text().strip())
+    server = make_server("127.0.0.1", config["api_port"], app, threaded=True)
+    stop = threading.Event()
+
+    def _shutdown(signum: int, frame: Any) -> None:
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    signal.signal(signal.SIGINT, _shutdown)
+
+    def _reaper() -> None:
+        while not stop.wait(REAP_EVERY_SECONDS):
+            neon.reap_expired()
+
+    threading.Thread(target=_reaper, daemon=True, name="reaper").start()
+    write_private(paths.pid, str(os.getpid()))
+    log.info("local Neon on http://127.0.0.1:%s/api/v2", config["api_port"])
+    try:
+        server.serve_forever()
+    finally:
+        neon.close()
+        pg.stop()
+        paths.pid.unlink(missing_ok=True)

@@ -1,0 +1,199 @@
+"""Start, stop and inspect the local Neon server process from the command line's side."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from neonflow.config import Settings
+from neonflow.errors import LocalNeonError
+from neonflow.local.server import StatePaths, load_or_create_config
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class LocalNeonInfo:
+    """How to reach a running local Neon."""
+
+    api_host: str
+    token: str
+    project_id: str
+    pid: int
+    state_dir: Path
+    pg_port: int
+
+    @property
+    def token_file(self) -> Path:
+        return StatePaths(self.state_dir).token
+
+
+def _pid(paths: StatePaths) -> int | None:
+    try:
+        pid = int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def _info(paths: StatePaths, pid: int) -> LocalNeonInfo:
+    config = json.loads(paths.config.read_text())
+    return LocalNeonInfo(
+        api_host=f"http://127.0.0.1:{config['api_port']}/api/v2",
+        token=paths.token.read_text().strip(),
+        project_id=config["project_id"],
+        pid=pid,
+        state_dir=paths.root,
+        pg_port=config["pg_port"],
+    )
+
+
+def _healthy(info: LocalNeonInfo) -> bool:
+    try:
+        response = httpx.get(info.api_host.removesuffix("/api/v2") + "/healthz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def running(settings: Settings) -> LocalNeonInfo | None:
+    """The running local Neon of this project, or None."""
+    paths = StatePaths(settings.state_dir)
+    pid = _pid(paths)
+    if pid is None or not paths.config.exists():
+        return None
+    info = _info(paths, pid)
+    return info if _healthy(info) else None
+
+
+@contextmanager
+def _exclusive(paths: StatePaths) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per state folder (concurrent commands all call ``up``)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
+    """Start the local Neon unless it runs; returns its info and whether it was started now."""
+    paths = StatePaths(settings.state_dir)
+    with _exclusive(paths):
+        info = running(settings)
+        if info is not None:
+            return info, False
+        stale = _pid(paths)
+        if stale is not None:
+            # A server that holds the pid file but does not answer: stop it before starting anew.
+            _terminate(stale)
+        paths.pid.unlink(missing_ok=True)
+        load_or_create_config(paths, settings.local.project_id)
+        env = {**os.environ, "NEONFLOW_LOCAL__STATE_DIR": str(paths.root)}
+        with open(paths.log, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "neonflow.local", "serve"],
+                cwd=settings.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise LocalNeonError(
+                    f"the local Neon exited during start (code {process.returncode}); "
+                    f"see {paths.log}: {_tail(paths.log)}"
+                )
+            pid = _pid(paths)
+            if pid == process.pid:
+                info = _info(paths, pid)
+                if _healthy(info):
+                    return info, True
+            time.sleep(0.05)
+        _terminate(process.pid)
+        raise LocalNeonError(f"the local Neon did not answer within {START_TIMEOUT:.0f} s")
+
+
+def down(settings: Settings) -> bool:
+    """Stop the local Neon (and its PostgreSQL); returns whether one was running."""
+    paths = StatePaths(settings.state_dir)
+    with _exclusive(paths):
+        pid = _pid(paths)
+        if pid is None:
+            paths.pid.unlink(missing_ok=True)
+            _stop_orphan_postgres(paths)
+            return False
+        _terminate(pid)
+        paths.pid.unlink(missing_ok=True)
+        _stop_orphan_postgres(paths)
+        return True
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    # When this process started the server it is our child: collect it so it does not linger.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _stop_orphan_postgres(paths: StatePaths) -> None:
+    """PostgreSQL left running by a server that was killed with -9."""
+    if not paths.config.exists():
+        return
+    from neonflow.local.postgres import EmbeddedPostgres
+
+    config = json.loads(paths.config.read_text())
+    pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
+    if pg.running():
+        pg.stop()
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
