@@ -1,6 +1,7 @@
-"""Settings: ``neonflow.toml`` at the project root, ``NEONFLOW_*`` environment variables, ``NEON_API_KEY``.
+"""Settings: ``neonflow.toml``, ``NEONFLOW_*`` environment variables and ``NEON_API_KEY``.
 
-Precedence, highest first: values passed to :func:`load_settings`, the environment, the file, defaults.
+Precedence, highest first: values passed to :func:`load_settings`, the environment, the file,
+defaults.
 Nested keys are reached from the environment with a double underscore:
 ``NEONFLOW_NEON__PARENT=develop`` overrides ``[neon] parent``.
 """

@@ -19,7 +19,7 @@
     ├── LocalNeonError                9   the local Neon could not start or answer
     └── CheckFailed                  10   ``neonflow check`` found problems (details in the report)
 
-The exit codes live in :data:`EXIT_CODES` and in the README; the CLI maps errors to text in one place.
+Exit codes live in :data:`EXIT_CODES` and the README; the CLI maps errors to text in one place.
 """
 
 from __future__ import annotations

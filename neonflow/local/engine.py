@@ -531,7 +531,7 @@ class LocalNeon:
         preserve = body.get("preserve_under_name")
         with self.store.lock:
             branch = self._branch(branch_id)
-            source = self._branch(source_id)
+            self._branch(source_id)
             if branch["protected"]:
                 raise ApiError(422, "cannot restore a protected branch")
             if branch["default"] and not preserve and source_id == branch.get("parent_id"):
@@ -854,7 +854,7 @@ class LocalNeon:
         self, action: str, branch_id: str, endpoint_id: str | None = None
     ) -> dict[str, Any]:
         stamp = now()
-        op = {
+        op: dict[str, Any] = {
             "id": operation_id(),
             "branch_id": branch_id,
             "endpoint_id": endpoint_id,
@@ -1070,7 +1070,7 @@ class LocalNeon:
             row = conn.execute("SELECT pg_database_size(%s)", (database,)).fetchone()
             return int(row[0]) if row else 0
 
-    def _sql(self, statement: sql.Composable, ignore: str | None = None) -> None:
+    def _sql(self, statement: sql.Composed, ignore: str | None = None) -> None:
         with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
             try:
                 conn.execute(statement)
