@@ -9,11 +9,21 @@ Nested keys are reached from the environment with a double underscore:
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,10 +31,22 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from neonflow.errors import ConfigError
+from neonflow.errors import ConfigError, UsageError
 
 CONFIG_FILE = "neonflow.toml"
 NEON_CLOUD_API = "https://console.neon.tech/api/v2"
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``12h``, ``7d``, ``2w`` as a timedelta; anything else is a UsageError."""
+    match = _DURATION.match(text)
+    if not match:
+        raise UsageError(f"{text!r} is not a duration: use a number and s, m, h, d or w (e.g. 7d)")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 class _Section(BaseModel):
@@ -52,6 +74,16 @@ class MigrationSettings(_Section):
 class BranchSettings(_Section):
     prefix: str = ""
     expires_in: str = "7d"
+
+    @field_validator("expires_in")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_duration(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value.strip()
 
 
 class CheckSettings(_Section):

@@ -15,10 +15,11 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from neonflow.config import Settings
+from neonflow.files import write_private
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
 from neonflow.local.postgres import EmbeddedPostgres, free_port, new_password
-from neonflow.local.store import Store, write_private
+from neonflow.local.store import Store
 
 log = logging.getLogger("neonflow.local")
 REAP_EVERY_SECONDS = 30.0

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from neonflow.files import write_private
 
 _ADJECTIVES = "misty cool quiet bold calm young odd dry wild late rapid green proud super".split()
 _NOUNS = "sea sun fog lake hill leaf moon rain star wave river snow field pond".split()
@@ -30,21 +30,6 @@ def neon_id(prefix: str) -> str:
 
 def operation_id() -> str:
     return str(uuid.uuid4())
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically with mode 0600."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Store:

@@ -1,0 +1,268 @@
+"""``neonflow branch …`` and ``neonflow connection-string``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from neonflow.cli import output
+from neonflow.cli.common import (
+    JsonOpt,
+    ShowPasswordOpt,
+    YesOpt,
+    branches,
+    handle_errors,
+    show_url,
+)
+from neonflow.errors import UsageError
+
+app = typer.Typer(
+    help="Create, inspect and retire the Neon branches of your features.",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[str, typer.Argument(help="Branch name (or id).", show_default=False)]
+
+
+def _mask_json(payload: dict[str, object], show_password: bool) -> dict[str, object]:
+    if "database_url" in payload and isinstance(payload["database_url"], str | None):
+        payload["database_url"] = show_url(payload["database_url"], show_password)
+    return payload
+
+
+@app.command()
+@handle_errors
+def start(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Branch name; defaults to the current git branch.", show_default=False),
+    ] = None,
+    json: JsonOpt = False,
+    show_password: ShowPasswordOpt = False,
+) -> None:
+    """Get or create the branch, point the app at it and run the migrations.
+
+    Example: neonflow branch start feature-x
+    """
+    result = branches().start(name)
+    if json:
+        output.data(_mask_json(result.to_json(), show_password))
+        return
+    verb = "created" if result.created else "reused"
+    output.info(f"✓ branch {result.branch} ({result.branch_id}) {verb} from {result.parent}")
+    output.info(f"  {result.env_file}: DATABASE_URL={show_url(result.database_url, show_password)}")
+    output.info(f"  alembic revision: {', '.join(result.revision) or '(none)'}")
+    if result.expires_at:
+        output.info(f"  expires at {result.expires_at}")
+
+
+@app.command("list")
+@handle_errors
+def list_(
+    json: JsonOpt = False,
+    no_revisions: Annotated[
+        bool, typer.Option("--no-revisions", help="Do not connect to read Alembic revisions.")
+    ] = False,
+) -> None:
+    """List the project's branches, their Alembic revision and the one the app points at.
+
+    Example: neonflow branch list
+    """
+    rows = branches().list(revisions=not no_revisions)
+    if json:
+        output.data([row.to_json() for row in rows])
+        return
+    table_rows = []
+    for row in rows:
+        flags = [f for f, on in (("default", row.default), ("protected", row.protected)) if on]
+        table_rows.append(
+            [
+                ("* " if row.current else "  ") + row.name,
+                row.parent or "-",
+                row.state,
+                row.created_at,
+                row.expires_at or "-",
+                ",".join(row.revision) if row.revision else ("-" if row.revision == [] else "?"),
+                ",".join(flags),
+            ]
+        )
+    output.table(
+        ["  NAME", "PARENT", "STATE", "CREATED", "EXPIRES", "REVISION", "FLAGS"], table_rows
+    )
+    output.info("* = the branch the app points at")
+
+
+@app.command()
+@handle_errors
+def status(json: JsonOpt = False, show_password: ShowPasswordOpt = False) -> None:
+    """Show the branch the app points at, its revision against head, its parent and expiry.
+
+    Example: neonflow branch status
+    """
+    result = branches().status()
+    if json:
+        output.data(_mask_json(result.to_json(), show_password))
+        return
+    if result.database_url is None:
+        output.info(
+            f"the app has no DATABASE_URL in {result.env_file}; run `neonflow branch start`"
+        )
+        return
+    revision = ", ".join(result.revision) if result.revision else "(none)"
+    head = ", ".join(result.head) or "(none)"
+    state = "at head" if result.at_head else f"behind head ({head})"
+    if result.revision is None:
+        state = "unreachable"
+    output.info(f"branch:   {result.branch or '(not a branch of this project)'}")
+    output.info(f"url:      {show_url(result.database_url, show_password)}")
+    output.info(f"parent:   {result.parent or '-'}")
+    output.info(f"expires:  {result.expires_at or 'never'}")
+    output.info(f"revision: {revision} ({state})")
+
+
+@app.command()
+@handle_errors
+def switch(name: NameArg, json: JsonOpt = False, show_password: ShowPasswordOpt = False) -> None:
+    """Point the app's env file at an existing branch (nothing else changes).
+
+    Example: neonflow branch switch feature-x
+    """
+    result = branches().switch(name)
+    if json:
+        output.data(_mask_json(result.to_json(), show_password))
+        return
+    output.info(f"✓ the app points at {result.branch} ({result.branch_id})")
+
+
+@app.command()
+@handle_errors
+def reset(name: NameArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
+    """Replace the branch's data with a fresh copy of its parent, then migrate again.
+
+    Example: neonflow branch reset feature-x --yes
+    """
+    if not output.confirm(f"Reset {name} from its parent? Its data will be lost.", yes):
+        raise UsageError("not confirmed: pass --yes to reset without a question")
+    result = branches().reset(name)
+    if json:
+        output.data(result.to_json())
+        return
+    output.info(
+        f"✓ {result.branch} reset from {result.parent}; revision {', '.join(result.revision)}"
+    )
+
+
+@app.command()
+@handle_errors
+def diff(name: NameArg, json: JsonOpt = False) -> None:
+    """Print the schema diff of the branch against its parent (a unified diff).
+
+    Example: neonflow branch diff feature-x
+    """
+    result = branches().diff(name)
+    if json:
+        output.data(result.to_json())
+        return
+    if result.diff:
+        output.line(result.diff.rstrip("\n"))
+    else:
+        output.info(f"no schema difference between {result.branch} and {result.base}")
+
+
+@app.command()
+@handle_errors
+def delete(name: NameArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
+    """Delete the branch; the app is pointed back at the parent if it pointed at it.
+
+    Example: neonflow branch delete feature-x --yes
+    """
+    if not output.confirm(f"Delete branch {name}?", yes):
+        raise UsageError("not confirmed: pass --yes to delete without a question")
+    result = branches().delete(name)
+    if json:
+        output.data(result.to_json())
+        return
+    if result.already_gone:
+        output.info(f"✓ branch {result.branch} does not exist (already deleted)")
+    else:
+        output.info(f"✓ deleted {result.branch} ({result.branch_id})")
+
+
+@app.command()
+@handle_errors
+def promote(
+    name: NameArg,
+    set_default: Annotated[
+        bool,
+        typer.Option("--set-default", help="Make the branch Neon's default branch instead."),
+    ] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Ship the branch's migrations to its parent (rehearsed first), then delete the branch.
+
+    Example: neonflow branch promote feature-x --yes
+    """
+    what = "make it the default branch" if set_default else "migrate its parent and delete it"
+    if not output.confirm(f"Promote {name}: {what}?", yes):
+        raise UsageError("not confirmed: pass --yes to promote without a question")
+    result = branches().promote(name, set_default=set_default)
+    if json:
+        output.data(result.to_json())
+        return
+    if result.mode == "set-default":
+        output.info(f"✓ {result.branch} is now the default branch")
+        return
+    after = ", ".join(result.parent_revision_after) or "(none)"
+    output.info(
+        f"✓ {result.parent} is at {after}; {result.branch} deleted; the app points at "
+        f"{result.parent}"
+    )
+
+
+@app.command()
+@handle_errors
+def prune(
+    merged: Annotated[
+        bool, typer.Option("--merged", help="Branches whose git branch is merged or gone.")
+    ] = False,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="Branches created longer ago, e.g. 7d.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    yes: YesOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Delete neonflow's own stale branches (never the default, protected or parent ones).
+
+    Example: neonflow branch prune --merged --older-than 7d --dry-run
+    """
+    wf = branches()
+    preview = wf.prune(older_than, merged, dry_run=True)
+    if not dry_run and preview.deleted:
+        question = f"Delete {len(preview.deleted)} branches ({', '.join(preview.deleted)})?"
+        if not output.confirm(question, yes):
+            raise UsageError("not confirmed: pass --yes to prune without a question")
+    result = preview if dry_run else wf.prune(older_than, merged, dry_run=False)
+    if json:
+        output.data(result.to_json())
+        return
+    verb = "would delete" if dry_run else "deleted"
+    output.info(f"{verb}: {', '.join(result.deleted) or 'nothing'}")
+
+
+@handle_errors
+def connection_string(
+    name: NameArg,
+    pooled: Annotated[bool, typer.Option("--pooled", help="The pooled (PgBouncer) URI.")] = False,
+    show_password: ShowPasswordOpt = False,
+) -> None:
+    """Print the branch's connection URI on stdout (masked on a terminal).
+
+    Example: psql "$(neonflow connection-string feature-x)"
+    """
+    uri = branches().connection_string(name, pooled=pooled)
+    # In a pipe the URI is the point; on a screen, passers-by should not read the password.
+    output.line(show_url(uri, show_password or not sys.stdout.isatty()))

@@ -1,0 +1,57 @@
+"""The ``neonflow`` command: a Typer app of sub-apps. Heavy modules load inside commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from neonflow import __version__
+from neonflow.errors import EXIT_CODES
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"neonflow {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="neonflow",
+    help="Branch-per-feature databases on Neon: branch, migrate, check, promote.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: "
+    + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items() if code),
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """neonflow: a Neon branch per feature, with its migrations applied and checked."""
+
+
+def _register() -> None:
+    from neonflow.cli import branch, check, local
+
+    app.add_typer(branch.app, name="branch")
+    app.add_typer(local.app, name="local")
+    app.command("connection-string")(branch.connection_string)
+    app.command("check")(check.check)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="neonflow")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The app's ``.env`` file: read one variable, set one variable; every other line is kept as it was.
+
+Writes are atomic (a temporary file in the same folder, then a rename) and leave the file 0600,
+so a crash never leaves a half-written file and the credentials are not readable by others.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from neonflow.files import write_private
+
+_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
+
+
+def _unquote(raw: str) -> str:
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    # An unquoted value ends at an inline comment.
+    return re.split(r"\s+#", value, maxsplit=1)[0].strip()
+
+
+def read_var(path: Path, name: str) -> str | None:
+    """The last value given to ``name`` in ``path``, or None (no file, or no such line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    value = None
+    for line in lines:
+        match = _LINE.match(line)
+        if match and match["key"] == name:
+            value = _unquote(match["value"])
+    return value
+
+
+def set_var(path: Path, name: str, value: str) -> None:
+    """Set ``name=value`` in ``path`` (created if missing), replacing the existing line in place."""
+    if "\n" in value or "\r" in value:
+        raise ValueError("an env file value cannot contain a line break")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    quoted = f'"{value}"' if re.search(r"[\s#'\"]", value) else value
+    new_line = f"{name}={quoted}"
+    replaced = False
+    kept: list[str] = []
+    for line in lines:
+        match = _LINE.match(line)
+        if match and match["key"] == name:
+            if not replaced:
+                prefix = "export " if line.lstrip().startswith("export ") else ""
+                kept.append(prefix + new_line)
+                replaced = True
+            continue
+        kept.append(line)
+    if not replaced:
+        kept.append(new_line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, "\n".join(kept) + "\n")

@@ -1,0 +1,557 @@
+"""The branch lifecycle: start, switch, reset, diff, delete, promote, prune, list, status.
+
+Each use case returns a result object; nothing here prints. ``progress`` receives one-line
+messages for people (the CLI sends them to stderr).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from neonflow import envfile
+from neonflow.config import Settings, parse_duration
+from neonflow.errors import (
+    ConflictError,
+    MigrationError,
+    NeonAPIError,
+    NotFoundError,
+    RefusedError,
+    UsageError,
+)
+from neonflow.urls import same_database
+from neonflow.workflow import names
+
+if TYPE_CHECKING:
+    from neonflow.neon import Branch, CreatedBranch, NeonClient
+
+Progress = Callable[[str], None]
+
+# Annotations neonflow puts on the branches it creates (Neon keeps them as strings).
+A_CREATED_BY = "neonflow"
+A_GIT_BRANCH = "neonflow-git-branch"
+A_GIT_COMMIT = "neonflow-git-commit"
+A_USER = "neonflow-user"
+READY_TIMEOUT = 300.0
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+@dataclass
+class Result:
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StartResult(Result):
+    branch: str
+    branch_id: str
+    parent: str
+    created: bool
+    database_url: str
+    env_file: str
+    revision: list[str]
+    expires_at: str | None
+    renamed_from: str | None = None
+
+
+@dataclass
+class SwitchResult(Result):
+    branch: str
+    branch_id: str
+    database_url: str
+    env_file: str
+
+
+@dataclass
+class ResetResult(Result):
+    branch: str
+    branch_id: str
+    parent: str
+    revision: list[str]
+
+
+@dataclass
+class DiffResult(Result):
+    branch: str
+    base: str
+    database: str
+    diff: str
+
+
+@dataclass
+class DeleteResult(Result):
+    branch: str
+    branch_id: str | None
+    deleted: bool
+    already_gone: bool
+    app_repointed_to: str | None = None
+
+
+@dataclass
+class PromoteResult(Result):
+    branch: str
+    parent: str
+    mode: str
+    parent_revision_before: list[str] = field(default_factory=list)
+    parent_revision_after: list[str] = field(default_factory=list)
+    rehearsal_seconds: float | None = None
+    migrate_seconds: float | None = None
+    deleted: bool = False
+
+
+@dataclass
+class PruneResult(Result):
+    dry_run: bool
+    deleted: list[str]
+    kept: list[dict[str, str]]
+
+
+@dataclass
+class BranchRow(Result):
+    name: str
+    id: str
+    parent: str | None
+    state: str
+    created_at: str
+    expires_at: str | None
+    default: bool
+    protected: bool
+    neonflow: bool
+    revision: list[str] | None
+    current: bool
+
+
+@dataclass
+class StatusResult(Result):
+    env_file: str
+    database_url: str | None
+    branch: str | None
+    branch_id: str | None
+    parent: str | None
+    expires_at: str | None
+    revision: list[str] | None
+    head: list[str]
+    at_head: bool | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def with_lock_timeout(url: str, lock_timeout: str) -> str:
+    """The URL with ``options=-c lock_timeout=…`` added to whatever options it has."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = [v for k, v in query if k == "options"]
+    rest = [(k, v) for k, v in query if k != "options"]
+    merged = " ".join([*options, f"-c lock_timeout={lock_timeout}"])
+    return urlunsplit(parts._replace(query=urlencode([*rest, ("options", merged)])))
+
+
+class Branches:
+    """The branch use cases over one Neon client and the project's settings."""
+
+    def __init__(self, settings: Settings, client: NeonClient, progress: Progress = _quiet) -> None:
+        self.settings = settings
+        self.client = client
+        self.progress = progress
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def full_name(self, name: str | None) -> tuple[str, str | None]:
+        """The Neon name for ``name`` (or the git branch), and the name given if it changed."""
+        given = name or names.git_branch(self.settings.root)
+        if not given:
+            raise UsageError("give a branch name (the current folder is not on a git branch)")
+        safe = self.settings.branch.prefix + names.neon_safe(given)
+        if len(safe) > names.MAX_NAME:
+            raise UsageError(f"{safe!r} is longer than {names.MAX_NAME} characters")
+        return safe, (given if safe != self.settings.branch.prefix + given else None)
+
+    def _lookup(self, name: str) -> str:
+        """A name as given on the command line, as neonflow would have created it."""
+        if name.startswith("br-"):
+            return name
+        return self.full_name(name)[0]
+
+    def find(self, name: str, branches: list[Branch] | None = None) -> Branch | None:
+        rows = branches if branches is not None else self.client.list_branches()
+        wanted = {name, self._lookup(name)}
+        for branch in rows:
+            if branch.id in wanted or branch.name in wanted:
+                return branch
+        return None
+
+    def require(self, name: str, branches: list[Branch] | None = None) -> Branch:
+        branch = self.find(name, branches)
+        if branch is None:
+            raise NotFoundError(
+                f"branch {name!r} not found; see `neonflow branch list` for the branches there are"
+            )
+        return branch
+
+    def parent_of(self, branch: Branch, branches: list[Branch]) -> Branch:
+        for candidate in branches:
+            if candidate.id == branch.parent_id:
+                return candidate
+        raise RefusedError(f"branch {branch.name!r} has no parent branch")
+
+    def url(self, branch: Branch, pooled: bool = False) -> str:
+        neon = self.settings.neon
+        return self.client.connection_uri(branch.id, neon.database, neon.role, pooled=pooled)
+
+    def app_url(self) -> str | None:
+        return envfile.read_var(self.settings.env_file, self.settings.app.env_var)
+
+    def point_app(self, url: str) -> None:
+        envfile.set_var(self.settings.env_file, self.settings.app.env_var, url)
+
+    def _wait_ready(self, branch: Branch) -> Branch:
+        deadline = time.monotonic() + READY_TIMEOUT
+        delay = 0.05
+        while branch.current_state != "ready":
+            if time.monotonic() > deadline:
+                raise NeonAPIError(f"branch {branch.name!r} did not become ready")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            branch = self.client.get_branch(branch.id)
+        return branch
+
+    def _refuse_precious(self, branch: Branch, verb: str) -> None:
+        if branch.default:
+            raise RefusedError(f"refusing to {verb} {branch.name!r}: it is the default branch")
+        if branch.protected:
+            raise RefusedError(f"refusing to {verb} {branch.name!r}: it is a protected branch")
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, name: str | None) -> StartResult:
+        full, renamed_from = self.full_name(name)
+        if renamed_from:
+            self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
+        branches = self.client.list_branches()
+        parent = self.require(self.settings.neon.parent, branches)
+        branch = self.find(full, branches)
+        created: CreatedBranch | None = None
+        if branch is not None:
+            self.progress(f"reusing branch {full} ({branch.id})")
+        else:
+            self.progress(f"creating branch {full} from {parent.name}")
+            try:
+                created = self._create(full, parent)
+                branch = created.branch
+            except ConflictError:
+                # Another `start` created it between our look and our create: reuse theirs.
+                branch = self.client.find_branch(full)
+                if branch is None:
+                    raise
+                self.progress(f"reusing branch {full} ({branch.id}), created meanwhile")
+            else:
+                self.client.wait_for_operations(created.operations)
+        branch = self._wait_ready(branch)
+        url = self._created_url(created) or self.url(branch)
+        self.point_app(url)
+        self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
+        self.progress("running alembic upgrade head")
+        try:
+            revision = self._migrate(url)
+        except MigrationError as exc:
+            raise MigrationError(
+                f"{exc}; branch {full} is kept and the app points at it: fix the migration "
+                "and run `neonflow branch start` again",
+                revision=exc.revision,
+            ) from None
+        return StartResult(
+            branch=full,
+            branch_id=branch.id,
+            parent=parent.name,
+            created=created is not None,
+            database_url=url,
+            env_file=str(self.settings.env_file),
+            revision=list(revision),
+            expires_at=_iso(branch.expires_at),
+            renamed_from=renamed_from,
+        )
+
+    def _create(self, full: str, parent: Branch) -> CreatedBranch:
+        root = self.settings.root
+        annotations = {A_CREATED_BY: "true", A_USER: names.user_name()}
+        git_branch, commit = names.git_branch(root), names.git_commit(root)
+        if git_branch:
+            annotations[A_GIT_BRANCH] = git_branch
+        if commit:
+            annotations[A_GIT_COMMIT] = commit
+        expires_at = None
+        if self.settings.branch.expires_in:
+            expires_at = datetime.now(UTC).replace(microsecond=0) + parse_duration(
+                self.settings.branch.expires_in
+            )
+        return self.client.create_branch(
+            full, parent_id=parent.id, annotations=annotations, expires_at=expires_at
+        )
+
+    def _created_url(self, created: CreatedBranch | None) -> str | None:
+        """The URI in the create answer, when it is for our database and role."""
+        if created is None or not created.connection_uris:
+            return None
+        # Neon sends connection_uris only when the branch has one database and one role.
+        neon = self.settings.neon
+        databases = [d.name for d in created.databases]
+        roles = [r.name for r in created.roles]
+        if databases == [neon.database] and roles == [neon.role]:
+            return created.connection_uris[0].connection_uri
+        return None
+
+    def _migrate(self, url: str) -> tuple[str, ...]:
+        from neonflow import migrations
+
+        return migrations.upgrade(self.settings.alembic_ini, url)
+
+    # -- switch, reset, diff, connection string ---------------------------------------------
+
+    def switch(self, name: str) -> SwitchResult:
+        branch = self.require(name)
+        url = self.url(branch)
+        self.point_app(url)
+        return SwitchResult(branch.name, branch.id, url, str(self.settings.env_file))
+
+    def reset(self, name: str) -> ResetResult:
+        branches = self.client.list_branches()
+        branch = self.require(name, branches)
+        self._refuse_precious(branch, "reset")
+        parent = self.parent_of(branch, branches)
+        self.progress(f"resetting {branch.name} from {parent.name}")
+        restored = self.client.restore_branch(branch.id, parent.id)
+        self.client.wait_for_operations(restored.operations)
+        self._wait_ready(self.client.get_branch(branch.id))
+        self.progress("running alembic upgrade head")
+        revision = self._migrate(self.url(branch))
+        return ResetResult(branch.name, branch.id, parent.name, list(revision))
+
+    def diff(self, name: str) -> DiffResult:
+        branches = self.client.list_branches()
+        branch = self.require(name, branches)
+        parent = self.parent_of(branch, branches)
+        database = self.settings.neon.database
+        text = self.client.compare_schema(branch.id, database, base_branch_id=parent.id)
+        return DiffResult(branch.name, parent.name, database, text)
+
+    def connection_string(self, name: str, pooled: bool = False) -> str:
+        return self.url(self.require(name), pooled=pooled)
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, name: str) -> DeleteResult:
+        branches = self.client.list_branches()
+        branch = self.find(name, branches)
+        if branch is None:
+            return DeleteResult(self._lookup(name), None, deleted=False, already_gone=True)
+        self._refuse_precious(branch, "delete")
+        children = [b.name for b in branches if b.parent_id == branch.id]
+        if children:
+            raise RefusedError(
+                f"refusing to delete {branch.name!r}: it has child branches ({', '.join(children)})"
+            )
+        app_url = self.app_url()
+        pointed = app_url is not None and same_database(app_url, self.url(branch))
+        self.progress(f"deleting branch {branch.name} ({branch.id})")
+        self.client.wait_for_operations(self.client.delete_branch(branch.id))
+        repointed = None
+        if pointed:
+            parent = self.find(branch.parent_id or "", branches) if branch.parent_id else None
+            parent = parent or self.find(self.settings.neon.parent, branches)
+            if parent is not None:
+                self.point_app(self.url(parent))
+                repointed = parent.name
+                self.progress(f"the app pointed at {branch.name}; it now points at {parent.name}")
+        return DeleteResult(branch.name, branch.id, True, False, repointed)
+
+    # -- promote ---------------------------------------------------------------------------
+
+    def promote(self, name: str, set_default: bool = False) -> PromoteResult:
+        branches = self.client.list_branches()
+        branch = self.require(name, branches)
+        if branch.default:
+            raise RefusedError(f"{branch.name!r} is already the default branch")
+        parent = self.parent_of(branch, branches)
+        if set_default:
+            return self._promote_set_default(branch, parent)
+        from neonflow import migrations
+
+        ini = self.settings.alembic_ini
+        heads = migrations.heads(ini)
+        if len(heads) != 1:
+            raise RefusedError(
+                f"the migrations have {len(heads)} heads ({', '.join(heads)}); "
+                "merge them (alembic merge heads) before promoting"
+            )
+        parent_url = self.url(parent)
+        before = migrations.current(parent_url)
+        for revision in before:
+            if not migrations.is_ancestor(ini, revision):
+                raise RefusedError(
+                    f"parent {parent.name!r} is at revision {revision}, which is not in this "
+                    "branch's migration history (someone else migrated the parent): merge their "
+                    f"migrations into yours, then `neonflow branch reset {branch.name}` and retry"
+                )
+        result = PromoteResult(
+            branch.name, parent.name, "migrate-parent", parent_revision_before=list(before)
+        )
+        if set(before) != set(heads):
+            result.rehearsal_seconds = self._rehearse(branch, parent)
+            self.progress(f"running alembic upgrade head on {parent.name}")
+            started = time.monotonic()
+            lock_timeout = self.settings.migrations.lock_timeout
+            after = migrations.upgrade(ini, with_lock_timeout(parent_url, lock_timeout))
+            result.migrate_seconds = round(time.monotonic() - started, 3)
+            result.parent_revision_after = list(after)
+        else:
+            self.progress(f"{parent.name} is already at head; nothing to migrate")
+            result.parent_revision_after = list(before)
+        self.progress(f"deleting branch {branch.name}")
+        self.client.wait_for_operations(self.client.delete_branch(branch.id))
+        result.deleted = True
+        self.point_app(parent_url)
+        self.progress(f"the app points at {parent.name}")
+        return result
+
+    def _rehearse(self, branch: Branch, parent: Branch) -> float:
+        """Run the migrations on a throw-away branch of the parent's current data."""
+        name = f"{branch.name}-rehearsal-{secrets.token_hex(3)}"[-names.MAX_NAME :]
+        self.progress(f"rehearsing the migrations on {name}, a fresh copy of {parent.name}")
+        started = time.monotonic()
+        created = self.client.create_branch(
+            name,
+            parent_id=parent.id,
+            annotations={A_CREATED_BY: "true", "neonflow-purpose": "rehearsal"},
+        )
+        try:
+            self.client.wait_for_operations(created.operations)
+            self._wait_ready(created.branch)
+            url = self._created_url(created) or self.url(created.branch)
+            try:
+                self._migrate(url)
+            except MigrationError as exc:
+                raise MigrationError(
+                    f"rehearsal on a copy of {parent.name} failed "
+                    f"({parent.name} is untouched): {exc}",
+                    revision=exc.revision,
+                ) from None
+        finally:
+            self.client.wait_for_operations(self.client.delete_branch(created.branch.id))
+        return round(time.monotonic() - started, 3)
+
+    def _promote_set_default(self, branch: Branch, parent: Branch) -> PromoteResult:
+        if branch.expires_at is not None:
+            self.progress(f"clearing the expiration of {branch.name}")
+            updated = self.client.update_branch(branch.id, expires_at=None)
+            self.client.wait_for_operations(updated.operations)
+        self.progress(f"making {branch.name} the default branch")
+        done = self.client.set_default(branch.id)
+        self.client.wait_for_operations(done.operations)
+        return PromoteResult(branch.name, parent.name, "set-default")
+
+    # -- prune -----------------------------------------------------------------------------
+
+    def prune(self, older_than: str | None, merged: bool, dry_run: bool) -> PruneResult:
+        if older_than is None and not merged:
+            raise UsageError("say which branches to prune: --merged, --older-than, or both")
+        cutoff = datetime.now(UTC) - parse_duration(older_than) if older_than else None
+        branches = self.client.list_branches()
+        parents = {b.parent_id for b in branches if b.parent_id}
+        chosen: list[Branch] = []
+        kept: list[dict[str, str]] = []
+        for branch in branches:
+            if branch.annotations.get(A_CREATED_BY) != "true":
+                continue
+            reason = None
+            if branch.default or branch.protected:
+                reason = "default or protected"
+            elif branch.id in parents:
+                reason = "has child branches"
+            elif cutoff is not None and branch.created_at > cutoff:
+                reason = f"younger than {older_than}"
+            elif merged:
+                git_branch = branch.annotations.get(A_GIT_BRANCH)
+                if not git_branch:
+                    reason = "no git branch recorded"
+                elif not names.git_merged_or_gone(self.settings.root, git_branch):
+                    reason = f"git branch {git_branch} not merged"
+            if reason:
+                kept.append({"branch": branch.name, "reason": reason})
+            else:
+                chosen.append(branch)
+        if not dry_run:
+            for branch in chosen:
+                self.progress(f"deleting {branch.name}")
+                self.client.wait_for_operations(self.client.delete_branch(branch.id))
+        return PruneResult(dry_run, [b.name for b in chosen], kept)
+
+    # -- list, status ----------------------------------------------------------------------
+
+    def list(self, revisions: bool = True) -> list[BranchRow]:
+        branches = self.client.list_branches(sort_by="created_at", sort_order="asc")
+        by_id = {b.id: b for b in branches}
+        app_url = self.app_url()
+        rows = []
+        for branch in branches:
+            url = self.url(branch) if (revisions or app_url) else None
+            rows.append(
+                BranchRow(
+                    name=branch.name,
+                    id=branch.id,
+                    parent=by_id[branch.parent_id].name if branch.parent_id in by_id else None,
+                    state=branch.current_state,
+                    created_at=_iso(branch.created_at) or "",
+                    expires_at=_iso(branch.expires_at),
+                    default=branch.default,
+                    protected=branch.protected,
+                    neonflow=branch.annotations.get(A_CREATED_BY) == "true",
+                    revision=_revision(url) if revisions and url else None,
+                    current=same_database(app_url, url),
+                )
+            )
+        return rows
+
+    def status(self) -> StatusResult:
+        from neonflow import migrations
+
+        app_url = self.app_url()
+        head = list(migrations.heads(self.settings.alembic_ini))
+        result = StatusResult(
+            str(self.settings.env_file), app_url, None, None, None, None, None, head, None
+        )
+        if app_url is None:
+            return result
+        branches = self.client.list_branches()
+        by_id = {b.id: b for b in branches}
+        for branch in branches:
+            if same_database(app_url, self.url(branch)):
+                result.branch, result.branch_id = branch.name, branch.id
+                parent = by_id.get(branch.parent_id or "")
+                result.parent = parent.name if parent else None
+                result.expires_at = _iso(branch.expires_at)
+                break
+        result.revision = _revision(app_url)
+        if result.revision is not None:
+            result.at_head = set(result.revision) == set(head)
+        return result
+
+
+def _revision(url: str) -> list[str] | None:
+    """The Alembic revision of the database at ``url``, None when it cannot be read."""
+    from neonflow import migrations
+
+    try:
+        return list(migrations.current(url))
+    except Exception:  # an unreachable branch shows as unknown in a listing, it does not fail it
+        return None

@@ -1,0 +1,79 @@
+"""Branch names and the git facts neonflow records: Neon-safe names, current branch, merges."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import subprocess
+from pathlib import Path
+
+from neonflow.errors import UsageError
+
+MAX_NAME = 256
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def neon_safe(name: str) -> str:
+    """A name Neon and every shell accept: ``feature/login page`` becomes ``feature-login-page``."""
+    raw = name.strip()
+    if not raw:
+        raise UsageError("a branch name cannot be empty")
+    if any(ord(ch) < 32 for ch in raw):
+        raise UsageError("a branch name cannot contain control characters")
+    safe = _UNSAFE.sub("-", raw).strip("-.")
+    if not safe:
+        raise UsageError(f"{name!r} has no character usable in a Neon branch name")
+    if len(safe) > MAX_NAME:
+        raise UsageError(
+            f"a Neon branch name has at most {MAX_NAME} characters ({len(safe)} given)"
+        )
+    return safe
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_branch(root: Path) -> str | None:
+    name = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+    return None if name in (None, "", "HEAD") else name
+
+
+def git_commit(root: Path) -> str | None:
+    return _git(root, "rev-parse", "--short=12", "HEAD")
+
+
+def git_default_branch(root: Path) -> str | None:
+    ref = _git(root, "symbolic-ref", "--short", "refs/remotes/origin/HEAD")
+    if ref:
+        return ref
+    for candidate in ("main", "master"):
+        if _git(root, "rev-parse", "--verify", "--quiet", candidate) is not None:
+            return candidate
+    return None
+
+
+def git_merged_or_gone(root: Path, branch: str) -> bool:
+    """Whether ``branch`` is merged into the default git branch, or no longer exists."""
+    if _git(root, "rev-parse", "--is-inside-work-tree") != "true":
+        return False
+    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}") is None:
+        return True
+    default = git_default_branch(root)
+    if default is None or default == branch:
+        return False
+    merged = _git(root, "branch", "--format=%(refname:short)", "--merged", default) or ""
+    return branch in merged.splitlines()
+
+
+def user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
