@@ -20,8 +20,14 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# The main job on the local Neon: a branch for a feature, the app on it, its status and diff.
 demo: $(STAMP)
-	$(BIN)/python -m neonflow.demo
+	$(BIN)/neonflow local up
+	$(BIN)/neonflow branch start demo-feature
+	$(BIN)/python -m sample_app.demo
+	$(BIN)/neonflow branch status
+	$(BIN)/neonflow branch list
+	$(BIN)/neonflow branch diff demo-feature
 
 bench: $(STAMP)
 	$(BIN)/python bench/branch_clone.py
