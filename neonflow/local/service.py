@@ -21,6 +21,7 @@ from neonflow.errors import LocalNeonError
 from neonflow.local.server import StatePaths, load_or_create_config
 
 START_TIMEOUT = 60.0
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 STOP_TIMEOUT = 30.0
 
 
@@ -120,6 +121,8 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
                 stderr=log,
                 start_new_session=True,
             )
+        # The server outlives this command by design; keep its handle so `down` can reap it.
+        _CHILDREN[process.pid] = process
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -127,9 +130,8 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
                     f"the local Neon exited during start (code {process.returncode}); "
                     f"see {paths.log}: {_tail(paths.log)}"
                 )
-            pid = _pid(paths)
-            if pid == process.pid:
-                info = _info(paths, pid)
+            if _pid(paths) == process.pid:
+                info = _info(paths, process.pid)
                 if _healthy(info):
                     return info, True
             time.sleep(0.05)
@@ -173,6 +175,11 @@ def _terminate(pid: int) -> None:
 
 def _reap(pid: int) -> None:
     # When this process started the server it is our child: collect it so it does not linger.
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
