@@ -256,8 +256,10 @@ class Branches:
                     raise
                 self.progress(f"reusing branch {full} ({branch.id}), created meanwhile")
             else:
+                # Once its operations finished, a new branch is ready: no need to read it again.
                 self.client.wait_for_operations(created.operations)
-        branch = self._wait_ready(branch)
+        if created is None:
+            branch = self._wait_ready(branch)
         url = self._created_url(created) or self.url(branch)
         self.point_app(url)
         self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
