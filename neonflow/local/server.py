@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import signal
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -18,70 +15,21 @@ from neonflow.config import Settings
 from neonflow.files import write_private
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
-from neonflow.local.postgres import EmbeddedPostgres, free_port, new_password
+from neonflow.local.paths import StatePaths, load_or_create_config
+from neonflow.local.postgres import EmbeddedPostgres, free_port
 from neonflow.local.store import Store
 
 log = logging.getLogger("neonflow.local")
 REAP_EVERY_SECONDS = 30.0
 
 
-@dataclass
-class StatePaths:
-    """Where the local Neon keeps its things inside the state folder."""
-
-    root: Path
-
-    @property
-    def pgdata(self) -> Path:
-        return self.root / "pgdata"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "local.json"
-
-    @property
-    def token(self) -> Path:
-        return self.root / "token"
-
-    @property
-    def metadata(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def pid(self) -> Path:
-        return self.root / "server.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "server.log"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "up.lock"
-
-
-def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
-    """Ports, the superuser password and the project id, chosen once and remembered."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    if paths.config.exists():
-        config: dict[str, Any] = json.loads(paths.config.read_text())
-    else:
-        config = {
-            "project_id": project_id,
-            "pg_port": free_port(),
-            "api_port": free_port(),
-            "pg_password": new_password(),
-        }
-        write_private(paths.config, json.dumps(config, indent=1))
-    if not paths.token.exists():
-        write_private(paths.token, secrets.token_urlsafe(32))
-    return config
-
-
 def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As PostgreSQL and werkzeug bind: connections in TIME_WAIT (left by the last stop) must
+        # not make the remembered port look taken; a listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

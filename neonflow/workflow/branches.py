@@ -7,10 +7,12 @@ messages for people (the CLI sends them to stderr).
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -238,6 +240,8 @@ class Branches:
         full, renamed_from = self.full_name(name)
         if renamed_from:
             self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
+        warm = threading.Thread(target=_prewarm, args=(self.settings.alembic_ini,), daemon=True)
+        warm.start()  # Alembic takes a while to import: do it while we wait on the network
         branches = self.client.list_branches()
         parent = self.require(self.settings.neon.parent, branches)
         branch = self.find(full, branches)
@@ -547,6 +551,12 @@ class Branches:
         if result.revision is not None:
             result.at_head = set(result.revision) == set(head)
         return result
+
+
+def _prewarm(ini: Path) -> None:
+    from neonflow import migrations
+
+    migrations.prewarm(ini)
 
 
 def _revision(url: str) -> list[str] | None:

@@ -1,0 +1,65 @@
+"""Where the local Neon keeps its things, and the settings it chooses once (light to import)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neonflow.files import write_private
+from neonflow.local.postgres import free_port, new_password
+
+
+@dataclass
+class StatePaths:
+    """Where the local Neon keeps its things inside the state folder."""
+
+    root: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "local.json"
+
+    @property
+    def token(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "server.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "up.lock"
+
+
+def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
+    """Ports, the superuser password and the project id, chosen once and remembered."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if paths.config.exists():
+        config: dict[str, Any] = json.loads(paths.config.read_text())
+    else:
+        config = {
+            "project_id": project_id,
+            "pg_port": free_port(),
+            "api_port": free_port(),
+            "pg_password": new_password(),
+        }
+        write_private(paths.config, json.dumps(config, indent=1))
+    if not paths.token.exists():
+        write_private(paths.token, secrets.token_urlsafe(32))
+    return config
