@@ -6,6 +6,8 @@ interpolation trouble), and ``configure_logger=False`` keeps ``fileConfig`` away
 
 from __future__ import annotations
 
+import ast
+import importlib
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -51,6 +53,32 @@ def script_directory(ini: Path) -> ScriptDirectory:
         return ScriptDirectory.from_config(config(ini))
     except CommandError as exc:
         raise ConfigError(f"{ini}: {exc}") from None
+
+
+def prewarm(ini: Path) -> None:
+    """Import what the app's ``env.py`` imports, ahead of time (run it on a thread during waits).
+
+    Importing an app's models (Flask, the ORM) is most of the time of a no-op upgrade; doing it
+    while neonflow waits for Neon makes ``branch start`` that much faster. Errors are left for
+    the real run to report.
+    """
+    try:
+        scripts = script_directory(ini)
+        env_py = Path(scripts.dir) / "env.py"
+        tree = ast.parse(env_py.read_text(encoding="utf-8"))
+    except Exception:  # the real run reports whatever is wrong
+        return
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: S112 - a failed warm-up import is not an error
+                continue
 
 
 def heads(ini: Path) -> tuple[str, ...]:
@@ -125,6 +153,10 @@ def upgrade(
 
     with _locked(url) as conn:
         before = tuple(MigrationContext.configure(conn).get_current_heads())
+        if transaction_per_migration and conn.in_transaction():
+            # Alembic runs everything in a transaction it finds already open: end the one
+            # autobegun by the read above, so that each revision gets a transaction of its own.
+            conn.commit()
         cfg = config(
             ini,
             url,
@@ -158,17 +190,45 @@ def _locked(url: str) -> Iterator[Connection]:
             conn.commit()
 
 
-def downgrade(ini: Path, url: str, target: str) -> tuple[str, ...]:
+def downgrade(
+    ini: Path, url: str, target: str, on_step: Callable[..., None] | None = None
+) -> tuple[str, ...]:
+    """Downgrade to ``target``; a failure raises MigrationError naming the revision that failed.
+
+    ``on_step`` is called (Alembic's ``on_version_apply`` arguments) after each revision.
+    """
     before = current(url)
+    undone: list[str] = []
+
+    def _record(**kw: Any) -> None:
+        undone.extend(kw["step"].up_revision_ids)
+        if on_step is not None:
+            on_step(**kw)
+
     try:
-        command.downgrade(config(ini, url), target)
+        command.downgrade(config(ini, url, on_version_apply=_record), target)
     except CommandError as exc:
         raise MigrationError(f"alembic: {exc}") from None
     except Exception as exc:
-        rev = before[0] if before else None
-        script = script_directory(ini).get_revision(rev) if rev else None
+        script = _first_not_undone(ini, before, target, undone)
         raise _migration_error(script, exc, "down") from None
     return current(url)
+
+
+def _first_not_undone(
+    ini: Path, before: tuple[str, ...], target: str, undone: list[str]
+) -> Script | None:
+    """The revision a failed downgrade from ``before`` towards ``target`` stopped at."""
+    if not before:
+        return None
+    try:
+        steps = path_between(ini, None if target == "base" else target, before[0])
+    except Exception:  # a relative or unknown target: name the revision we started from
+        steps = []
+    for script in reversed(steps):
+        if script.revision not in undone:
+            return script
+    return script_directory(ini).get_revision(before[0])
 
 
 def check(ini: Path, url: str) -> list[str]:
