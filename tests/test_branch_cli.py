@@ -305,6 +305,10 @@ def test_delete_refusals(project: Path, neon_client: NeonClient):
         assert neon_client.find_branch(name) is not None
     reset_main = nf("branch", "reset", "main", "--yes")
     assert reset_main.exit_code == 3 and "default branch" in reset_main.stderr
+    for name in ("main", protected.branch.name):
+        start = nf("branch", "start", name)
+        assert start.exit_code == 3 and "refusing to start" in start.stderr
+        assert migrations.current(main_url(neon_client)) == ()  # main was not migrated
 
 
 def test_destructive_commands_need_a_yes_when_nobody_can_answer(

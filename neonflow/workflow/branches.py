@@ -246,6 +246,12 @@ class Branches:
         parent = self.require(self.settings.neon.parent, branches)
         branch = self.find(full, branches)
         created: CreatedBranch | None = None
+        if branch is not None and (branch.default or branch.protected):
+            raise RefusedError(
+                f"refusing to start on {branch.name!r}: it is the default or a protected branch; "
+                f"`neonflow branch switch {branch.name}` points the app at it, and "
+                "`neonflow branch promote` ships migrations to it"
+            )
         if branch is not None:
             self.progress(f"reusing branch {full} ({branch.id})")
         else:
