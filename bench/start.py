@@ -68,7 +68,8 @@ def main() -> None:
         project = root / "project"
         project.mkdir()
         (project / "neonflow.toml").write_text(
-            f'[app]\nenv_file = ".env"\n[migrations]\nalembic_ini = "{REPO}/sample_app/alembic.ini"\n'
+            f'[app]\nenv_file = ".env"\n'
+            f'[migrations]\nalembic_ini = "{REPO}/sample_app/alembic.ini"\n'
             f'[local]\nstate_dir = "{root}/state"\n'
         )
         settings = load_settings(config_file=project / "neonflow.toml")
