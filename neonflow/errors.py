@@ -17,7 +17,12 @@
     ├── NetworkError                  7   the API could not be reached, or a request timed out
     ├── MigrationError                8   an Alembic revision failed
     ├── LocalNeonError                9   the local Neon could not start or answer
-    └── CheckFailed                  10   ``neonflow check`` found problems (details in the report)
+    └── CheckFailed                       ``neonflow check`` found problems (details in the report)
+        ├── CheckRefused              2   several heads, or the base is not in the history
+        ├── MigrationFailed          10   a revision failed on the throw-away branch
+        ├── DriftDetected            11   ``alembic check``: the models and migrations differ
+        ├── NotReversible            12   a downgrade failed, or the upgrade after it
+        └── LintFailed               13   squawk found a rule listed in ``[check] fail_on``
 
 Exit codes live in :data:`EXIT_CODES` and the README; the CLI maps errors to text in one place.
 """
@@ -126,6 +131,36 @@ class CheckFailed(NeonflowError):
     exit_code = 10
 
 
+class CheckRefused(CheckFailed):
+    """The migrations cannot be checked: several heads, or a base outside the history."""
+
+    exit_code = 2
+
+
+class MigrationFailed(CheckFailed):
+    """A revision failed on the throw-away branch."""
+
+    exit_code = 10
+
+
+class DriftDetected(CheckFailed):
+    """``alembic check`` at head: the models and the migrations differ."""
+
+    exit_code = 11
+
+
+class NotReversible(CheckFailed):
+    """A revision's downgrade failed, or the upgrade after the downgrade did."""
+
+    exit_code = 12
+
+
+class LintFailed(CheckFailed):
+    """squawk found a rule listed in ``[check] fail_on``."""
+
+    exit_code = 13
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "unexpected error (a bug: please report it)",
@@ -137,6 +172,9 @@ EXIT_CODES: dict[int, str] = {
     7: "network: the API could not be reached or timed out",
     8: "a migration failed",
     9: "the local Neon could not start or answer",
-    10: "neonflow check found problems",
+    10: "neonflow check: a migration failed on the throw-away branch",
+    11: "neonflow check: the models and the migrations differ (alembic check)",
+    12: "neonflow check: a downgrade failed, or the upgrade after it",
+    13: "neonflow check: squawk found a rule listed in [check] fail_on",
     130: "interrupted (Ctrl-C)",
 }

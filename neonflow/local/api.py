@@ -70,7 +70,22 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get("/api/v2/projects")
     def list_projects() -> Response:
-        return jsonify({"projects": [neon.project()], "pagination": {"cursor": ""}})
+        # One project; the cursor (required, non-empty) is its id, and asking past it ends the list.
+        cursor = request.args.get("cursor")
+        projects = [] if cursor == neon.project_id else [neon.project()]
+        return jsonify(
+            {
+                "projects": projects,
+                "pagination": {"cursor": neon.project_id},
+                "applications": {},
+                "integrations": {},
+            }
+        )
+
+    @api.get("/api/v2/projects/shared")
+    def list_shared_projects() -> Response:
+        # Nothing is shared with anyone locally; neonctl's `projects list` asks all the same.
+        return jsonify({"projects": [], "pagination": {"cursor": neon.project_id}})
 
     @api.get(PROJECT)
     def get_project(project_id: str) -> Response:
@@ -133,6 +148,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     @api.get(f"{PROJECT}/branches/<branch_id>/schema")
     def schema(project_id: str, branch_id: str) -> Response:
         neon.check_project(project_id)
+        _no_point_in_time("lsn", "timestamp")
         return jsonify(neon.schema(branch_id, request.args.get("db_name")))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")

@@ -550,11 +550,13 @@ class LocalNeon:
                 )
             if source_id in {c["id"] for c in children} and not preserve:
                 raise ApiError(400, "preserve_under_name is required to restore from a child")
+            if preserve:
+                # Before the operation exists: a refused request must leave nothing pending.
+                self._validate_name(preserve)
+                self._check_name_free(preserve)
             op = self._new_operation("create_timeline", branch_id)
             op["_source"] = source_id
             if preserve:
-                self._validate_name(preserve)
-                self._check_name_free(preserve)
                 kept = self._new_branch(
                     preserve,
                     parent=self.store.branches.get(branch.get("parent_id") or ""),

@@ -44,7 +44,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neonflow.config import Settings, parse_duration
-from neonflow.errors import CheckFailed, MigrationError, NeonflowError
+from neonflow.errors import (
+    CheckFailed,
+    CheckRefused,
+    DriftDetected,
+    LintFailed,
+    MigrationError,
+    MigrationFailed,
+    NeonflowError,
+    NotReversible,
+)
 from neonflow.workflow import lint as squawk_lint
 from neonflow.workflow import names
 from neonflow.workflow.branches import (
@@ -69,39 +78,6 @@ BOOKKEEPING = "alembic_version"
 BRANCH_TTL = timedelta(days=1)
 
 
-# -- the failure kinds ---------------------------------------------------------------------------
-
-
-class CheckRefused(CheckFailed):
-    """The migrations cannot be checked: several heads, or a base outside the history."""
-
-    exit_code = 2
-
-
-class MigrationFailed(CheckFailed):
-    """A revision failed on the throw-away branch."""
-
-    exit_code = 10
-
-
-class DriftDetected(CheckFailed):
-    """``alembic check`` at head: the models and the migrations differ."""
-
-    exit_code = 11
-
-
-class NotReversible(CheckFailed):
-    """A revision's downgrade failed, or the upgrade after the downgrade did."""
-
-    exit_code = 12
-
-
-class LintFailed(CheckFailed):
-    """squawk found a rule listed in ``[check] fail_on``."""
-
-    exit_code = 13
-
-
 # The kinds of finding that fail the check, in the order the stages run: the first one found
 # decides the exit code.
 FAILURES: dict[str, type[CheckFailed]] = {
@@ -123,14 +99,6 @@ STAGES = (
     "round_trip",
     "teardown",
 )
-
-EXIT_CODES: dict[int, str] = {
-    2: "neonflow check refused: several Alembic heads, or the base is not in the history",
-    10: "neonflow check: a migration failed on the throw-away branch",
-    11: "neonflow check: the models and the migrations differ (alembic check)",
-    12: "neonflow check: a downgrade failed, or the upgrade after it",
-    13: "neonflow check: squawk found a rule listed in [check] fail_on",
-}
 
 
 # -- the report ----------------------------------------------------------------------------------
