@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint dogfood bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory dogfood
+
+# Our own CI runs `neonflow check` on the sample app, against a local Neon of its own.
+DOGFOOD := NEONFLOW_LOCAL__STATE_DIR=.neonflow-ci
+dogfood: $(STAMP)
+	$(DOGFOOD) $(BIN)/neonflow check; status=$$?; $(DOGFOOD) $(BIN)/neonflow local down; exit $$status
 
 # The main job on the local Neon: a branch for a feature, the app on it, its status and diff.
 demo: $(STAMP)
@@ -36,4 +42,5 @@ bench: $(STAMP)
 
 clean:
 	-$(BIN)/neonflow local down
-	rm -rf .neonflow $(VENV)
+	-$(DOGFOOD) $(BIN)/neonflow local down
+	rm -rf .neonflow .neonflow-ci $(VENV)

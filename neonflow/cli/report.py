@@ -37,7 +37,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def _revs(revisions: list[str] | None) -> str:
-    return ", ".join(revisions) if revisions else "(empty)"
+    return ", ".join(revisions) if revisions else "no revision"
 
 
 def _ran_on_branch(report: CheckReport) -> bool:
