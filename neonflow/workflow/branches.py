@@ -9,7 +9,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,8 +241,11 @@ class Branches:
         full, renamed_from = self.full_name(name)
         if renamed_from:
             self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
-        warm = threading.Thread(target=_prewarm, args=(self.settings.alembic_ini,), daemon=True)
-        warm.start()  # Alembic takes a while to import: do it while we wait on the network
+        # Alembic and the app's models take a while to import: do it while we wait on Neon.
+        with _warming(self.settings.alembic_ini) as warm:
+            return self._start(full, renamed_from, warm)
+
+    def _start(self, full: str, renamed_from: str | None, warm: threading.Thread) -> StartResult:
         branches = self.client.list_branches()
         parent = self.require(self.settings.neon.parent, branches)
         branch = self.find(full, branches)
@@ -274,6 +278,9 @@ class Branches:
         self.point_app(url)
         self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
         self.progress("running alembic upgrade head")
+        # Two threads importing one package at once can see it half-initialised: let the
+        # warm-up finish first (what it has not imported yet, the upgrade would import anyway).
+        warm.join()
         try:
             revision = self._migrate(url)
         except MigrationError as exc:
@@ -559,10 +566,21 @@ class Branches:
         return result
 
 
-def _prewarm(ini: Path) -> None:
-    from neonflow import migrations
+@contextmanager
+def _warming(ini: Path) -> Iterator[threading.Thread]:
+    """A thread importing what the migrations will need; joined on the way out, whatever happens."""
 
-    migrations.prewarm(ini)
+    def prewarm() -> None:
+        from neonflow import migrations
+
+        migrations.prewarm(ini)
+
+    thread = threading.Thread(target=prewarm, daemon=True, name="prewarm")
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()
 
 
 def _revision(url: str) -> list[str] | None:
