@@ -34,6 +34,9 @@ demo: $(STAMP)
 	$(BIN)/neonflow branch status
 	$(BIN)/neonflow branch list
 	$(BIN)/neonflow branch diff demo-feature
+	@echo
+	@echo "next: .venv/bin/neonflow check; .venv/bin/neonflow branch promote demo-feature --yes;"
+	@echo "      .venv/bin/neonflow branch delete demo-feature --yes; .venv/bin/neonflow local down"
 
 bench: $(STAMP)
 	$(BIN)/python bench/branch_clone.py
