@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from neonflow.config import NEON_CLOUD_API, Settings
@@ -11,14 +12,16 @@ if TYPE_CHECKING:
     from neonflow.neon import NeonClient
 
 
-def open_client(settings: Settings) -> NeonClient:
+def open_client(settings: Settings, progress: Callable[[str], None] | None = None) -> NeonClient:
     """A Neon API client for the configured backend, starting the local Neon when it is the one."""
     from neonflow.neon import NeonClient
 
     if settings.is_local:
         from neonflow.local import service
 
-        info, _ = service.up(settings)
+        info, started = service.up(settings)
+        if started and progress is not None:
+            progress(f"started the local Neon in {info.state_dir} (`neonflow local down` stops it)")
         return NeonClient(info.api_host, info.token, info.project_id)
     if settings.api_key is None:
         raise AuthError(

@@ -63,12 +63,13 @@ class NeonSettings(_Section):
 
 class AppSettings(_Section):
     env_file: str = "sample_app/.env"
-    env_var: str = "DATABASE_URL"
+    env_var: str = Field(default="DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class MigrationSettings(_Section):
     alembic_ini: str = "sample_app/alembic.ini"
-    lock_timeout: str = "5s"
+    # A PostgreSQL duration: it goes into the connection's options, so nothing else may.
+    lock_timeout: str = Field(default="5s", pattern=r"^\d+\s*(us|ms|s|min|h|d)?$")
 
 
 class BranchSettings(_Section):
@@ -80,9 +81,11 @@ class BranchSettings(_Section):
     def _duration(cls, value: str) -> str:
         if value.strip():
             try:
-                parse_duration(value)
+                duration = parse_duration(value)
             except UsageError as exc:
                 raise ValueError(str(exc)) from None
+            if duration > timedelta(days=30):
+                raise ValueError("Neon expires branches at most 30 days ahead")
         return value.strip()
 
 
@@ -154,6 +157,12 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("NEON_API_KEY", "NEONFLOW_API_KEY")
     )
     root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: Any) -> Any:
+        # `NEON_API_KEY=` (set but empty) is how shells and CI unset a secret.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @classmethod
     def settings_customise_sources(
@@ -238,7 +247,8 @@ def _check_toml(path: Path) -> None:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if "api_key" in data or "api_key" in data.get("neon", {}):
+    neon = data.get("neon")
+    if "api_key" in data or (isinstance(neon, dict) and "api_key" in neon):
         raise ConfigError(f"{path}: the API key does not belong in the file; set NEON_API_KEY")
 
 
@@ -247,5 +257,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     key = ".".join(str(part) for part in err["loc"]) or "(root)"
     where = str(path) if path is not None else "settings"
     if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key '{key}'"
+        # The key may come from the environment (NEONFLOW_…) rather than the file.
+        env_name = "NEONFLOW_" + "__".join(str(part).upper() for part in err["loc"])
+        return f"{where}: unknown key '{key}' (or environment variable {env_name})"
     return f"{where}: bad value for '{key}': {err['msg']}"

@@ -6,9 +6,11 @@ so a crash never leaves a half-written file and the credentials are not readable
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+from neonflow.errors import ConfigError
 from neonflow.files import write_private
 
 _LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
@@ -28,6 +30,8 @@ def read_var(path: Path, name: str) -> str | None:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the env file: {_reason(exc)}") from None
     value = None
     for line in lines:
         match = _LINE.match(line)
@@ -44,6 +48,8 @@ def set_var(path: Path, name: str, value: str) -> None:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         lines = []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the env file: {_reason(exc)}") from None
     quoted = f'"{value}"' if re.search(r"[\s#'\"]", value) else value
     new_line = f"{name}={quoted}"
     replaced = False
@@ -59,5 +65,24 @@ def set_var(path: Path, name: str, value: str) -> None:
         kept.append(line)
     if not replaced:
         kept.append(new_line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, "\n".join(kept) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, "\n".join(kept) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the env file: {_reason(exc)}") from None
+
+
+def check_writable(path: Path) -> None:
+    """Raise ConfigError now if ``set_var`` on ``path`` would fail (before any work is done)."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path}: the env file is not a regular file")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot write the env file here ({folder} is not writable)")
+    read_var(path, "")  # unreadable or not UTF-8: say so now
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

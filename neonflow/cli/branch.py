@@ -52,7 +52,8 @@ def start(
         return
     verb = "created" if result.created else "reused"
     output.info(f"✓ branch {result.branch} ({result.branch_id}) {verb} from {result.parent}")
-    output.info(f"  {result.env_file}: DATABASE_URL={show_url(result.database_url, show_password)}")
+    url = show_url(result.database_url, show_password)
+    output.info(f"  {result.env_file}: {result.env_var}={url}")
     output.info(f"  alembic revision: {', '.join(result.revision) or '(none)'}")
     if result.expires_at:
         output.info(f"  expires at {result.expires_at}")
@@ -84,7 +85,7 @@ def list_(
                 row.state,
                 row.created_at,
                 row.expires_at or "-",
-                ",".join(row.revision) if row.revision else ("-" if row.revision == [] else "?"),
+                _revision_cell(row.revision, no_revisions),
                 ",".join(flags),
             ]
         )
@@ -92,6 +93,12 @@ def list_(
         ["  NAME", "PARENT", "STATE", "CREATED", "EXPIRES", "REVISION", "FLAGS"], table_rows
     )
     output.info("* = the branch the app points at")
+
+
+def _revision_cell(revision: list[str] | None, not_read: bool) -> str:
+    if not_read or revision == []:
+        return "-"
+    return ",".join(revision) if revision else "?"  # ? = could not be read
 
 
 @app.command()

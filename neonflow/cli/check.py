@@ -69,7 +69,7 @@ def check(
     if json:
         fmt = Format.json
     cfg = settings()
-    with open_client(cfg) as client, _sigterm_as_interrupt():
+    with open_client(cfg, output.info) as client, _sigterm_as_interrupt():
         result = Check(cfg, client, progress=output.info).run(base, keep=keep)
     output.info(render.text(result))
     if output_file is not None:

@@ -63,7 +63,7 @@ def branches(cfg: Settings | None = None) -> Branches:
     from neonflow.workflow.branches import Branches
 
     cfg = cfg or settings()
-    return Branches(cfg, open_client(cfg), progress=output.info)
+    return Branches(cfg, open_client(cfg, output.info), progress=output.info)
 
 
 def show_url(url: str | None, show_password: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -52,11 +53,17 @@ def _register() -> None:
 _register()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """The console script: run the app, then leave without tearing down the interpreter."""
     # A command lives a second or two and imports half of SQLAlchemy, Alembic and Flask; the
     # cycle collector would spend ~15% of that walking objects that live until exit anyway.
     gc.disable()
+    # A cancelled CI job gets SIGTERM: clean up (delete a throw-away branch) as on Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(prog_name="neonflow")
         code = 0

@@ -1104,11 +1104,11 @@ class LocalNeon:
     def _truncate_all(self, database: str) -> None:
         with psycopg.connect(self.pg.dsn(database), autocommit=True) as conn:
             tables = conn.execute(
-                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "SELECT schemaname, tablename FROM pg_tables "
                 "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
             ).fetchall()
             if tables:
-                names = sql.SQL(", ").join(sql.SQL(t[0]) for t in tables)
+                names = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in tables)
                 conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
 
     def _sql(self, statement: sql.Composed, ignore: str | None = None) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neonflow.errors import LocalNeonError
 from neonflow.files import write_private
 from neonflow.local.postgres import free_port, new_password
 
@@ -51,7 +52,7 @@ def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
     """Ports, the superuser password and the project id, chosen once and remembered."""
     paths.root.mkdir(parents=True, exist_ok=True)
     if paths.config.exists():
-        config: dict[str, Any] = json.loads(paths.config.read_text())
+        config = read_json(paths.config)
     else:
         config = {
             "project_id": project_id,
@@ -63,3 +64,14 @@ def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
     if not paths.token.exists():
         write_private(paths.token, secrets.token_urlsafe(32))
     return config
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from the state folder; anything else is a LocalNeonError naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LocalNeonError(f"{path}: unreadable ({exc}); move it away to start afresh") from None
+    if not isinstance(data, dict):
+        raise LocalNeonError(f"{path}: not the local Neon's settings")
+    return data

@@ -48,6 +48,16 @@ def serve(settings: Settings) -> None:
         config["pg_port"] = pg.port = free_port()
         write_private(paths.config, json.dumps(config, indent=1))
     pg.start()
+    try:
+        _run(settings, paths, config, pg)
+    finally:
+        pg.stop()
+        paths.pid.unlink(missing_ok=True)
+
+
+def _run(
+    settings: Settings, paths: StatePaths, config: dict[str, Any], pg: EmbeddedPostgres
+) -> None:
     store = Store(paths.metadata)
     neon = LocalNeon(store, pg, config["project_id"], settings.local.faults)
     neon.bootstrap()
@@ -76,5 +86,3 @@ def serve(settings: Settings) -> None:
         server.serve_forever()
     finally:
         neon.close()
-        pg.stop()
-        paths.pid.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 
 from neonflow.config import Settings
 from neonflow.errors import LocalNeonError
-from neonflow.local.paths import StatePaths, load_or_create_config
+from neonflow.local.paths import StatePaths, load_or_create_config, read_json
 
 START_TIMEOUT = 60.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -42,21 +41,27 @@ class LocalNeonInfo:
 
 
 def _pid(paths: StatePaths) -> int | None:
+    """The pid in ``server.pid`` if that process is our server (a crash may leave the number
+    to some other process, which must never be signalled)."""
     try:
         pid = int(paths.pid.read_text().strip())
     except (OSError, ValueError):
         return None
+    return pid if _is_our_server(pid) else None
+
+
+def _is_our_server(pid: int) -> bool:
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+        cmdline = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "neonflow.local" in cmdline and "serve" in cmdline
 
 
 def _info(paths: StatePaths, pid: int) -> LocalNeonInfo:
-    config = json.loads(paths.config.read_text())
+    config = read_json(paths.config)
     return LocalNeonInfo(
         api_host=f"http://127.0.0.1:{config['api_port']}/api/v2",
         token=paths.token.read_text().strip(),
@@ -197,7 +202,7 @@ def _stop_orphan_postgres(paths: StatePaths) -> None:
         return
     from neonflow.local.postgres import EmbeddedPostgres
 
-    config = json.loads(paths.config.read_text())
+    config = read_json(paths.config)
     pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
     if pg.running():
         pg.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neonflow.files import write_private
+from neonflow.local.paths import read_json
 
 _ADJECTIVES = "misty cool quiet bold calm young odd dry wild late rapid green proud super".split()
 _NOUNS = "sea sun fog lake hill leaf moon rain star wave river snow field pond".split()
@@ -42,7 +43,7 @@ class Store:
         self.path = path
         self.lock = threading.RLock()
         if path.exists():
-            self.data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            self.data: dict[str, Any] = read_json(path)
         else:
             self.data = {
                 "project": {},

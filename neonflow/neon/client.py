@@ -77,7 +77,10 @@ class NeonClient:
         backoff_cap: float = 10,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        url = httpx.URL(api_host)
+        try:
+            url = httpx.URL(api_host)
+        except httpx.InvalidURL:
+            raise errors.ConfigError(f"api_host is not a valid URL: {api_host!r}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise errors.ConfigError(f"api_host must be an http(s) URL, not {api_host!r}")
         self.api_host = api_host.rstrip("/")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,9 +20,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from neonflow import envfile
 from neonflow.config import Settings, parse_duration
 from neonflow.errors import (
+    ConfigError,
     ConflictError,
     MigrationError,
     NeonAPIError,
+    NeonflowError,
     NotFoundError,
     RefusedError,
     UsageError,
@@ -40,7 +42,10 @@ A_CREATED_BY = "neonflow"
 A_GIT_BRANCH = "neonflow-git-branch"
 A_GIT_COMMIT = "neonflow-git-commit"
 A_USER = "neonflow-user"
+A_PURPOSE = "neonflow-purpose"
 READY_TIMEOUT = 300.0
+# Throw-away branches (rehearsals, checks) expire by themselves should their process die.
+THROWAWAY_TTL = timedelta(days=1)
 
 
 def _quiet(message: str) -> None:
@@ -61,6 +66,7 @@ class StartResult(Result):
     created: bool
     database_url: str
     env_file: str
+    env_var: str
     revision: list[str]
     expires_at: str | None
     renamed_from: str | None = None
@@ -176,6 +182,10 @@ class Branches:
         if not given:
             raise UsageError("give a branch name (the current folder is not on a git branch)")
         safe = self.settings.branch.prefix + names.neon_safe(given)
+        if safe.startswith(("br-", "ep-")):
+            raise UsageError(
+                f"{safe!r} would read as a Neon id: choose a name not starting with br-"
+            )
         if len(safe) > names.MAX_NAME:
             raise UsageError(f"{safe!r} is longer than {names.MAX_NAME} characters")
         return safe, (given if safe != self.settings.branch.prefix + given else None)
@@ -184,14 +194,18 @@ class Branches:
         """A name as given on the command line, as neonflow would have created it."""
         if name.startswith("br-"):
             return name
-        return self.full_name(name)[0]
+        try:
+            return self.full_name(name)[0]
+        except UsageError:
+            return name
 
     def find(self, name: str, branches: list[Branch] | None = None) -> Branch | None:
+        """By id, else by the name neonflow would give it (prefix, Neon-safe), else as given."""
         rows = branches if branches is not None else self.client.list_branches()
-        wanted = {name, self._lookup(name)}
-        for branch in rows:
-            if branch.id in wanted or branch.name in wanted:
-                return branch
+        for wanted, attribute in ((name, "id"), (self._lookup(name), "name"), (name, "name")):
+            for branch in rows:
+                if getattr(branch, attribute) == wanted:
+                    return branch
         return None
 
     def require(self, name: str, branches: list[Branch] | None = None) -> Branch:
@@ -212,13 +226,20 @@ class Branches:
         neon = self.settings.neon
         return self.client.connection_uri(branch.id, neon.database, neon.role, pooled=pooled)
 
+    def url_or_none(self, branch: Branch) -> str | None:
+        """The branch's URL, or None when it has no compute (or not our database) to reach."""
+        try:
+            return self.url(branch)
+        except NotFoundError:
+            return None
+
     def app_url(self) -> str | None:
         return envfile.read_var(self.settings.env_file, self.settings.app.env_var)
 
     def point_app(self, url: str) -> None:
         envfile.set_var(self.settings.env_file, self.settings.app.env_var, url)
 
-    def _wait_ready(self, branch: Branch) -> Branch:
+    def wait_ready(self, branch: Branch) -> Branch:
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.05
         while branch.current_state != "ready":
@@ -228,6 +249,22 @@ class Branches:
             delay = min(delay * 2, 2.0)
             branch = self.client.get_branch(branch.id)
         return branch
+
+    def _discard(self, branch: Branch) -> None:
+        """Delete a branch this command created and cannot use; best effort."""
+        self.progress(f"deleting branch {branch.name}: it did not become ready")
+        try:
+            self.client.delete_branch(branch.id)
+        except NeonflowError as exc:
+            self.progress(f"could not delete {branch.name} ({exc}); `neonflow branch delete` it")
+
+    @staticmethod
+    def _refuse_parent(branch: Branch, branches: list[Branch], verb: str) -> None:
+        children = [b.name for b in branches if b.parent_id == branch.id]
+        if children:
+            raise RefusedError(
+                f"refusing to {verb} {branch.name!r}: it has child branches ({', '.join(children)})"
+            )
 
     def _refuse_precious(self, branch: Branch, verb: str) -> None:
         if branch.default:
@@ -239,6 +276,13 @@ class Branches:
 
     def start(self, name: str | None) -> StartResult:
         full, renamed_from = self.full_name(name)
+        # What would fail after the branch exists, checked before it does.
+        envfile.check_writable(self.settings.env_file)
+        if not self.settings.alembic_ini.is_file():
+            raise ConfigError(
+                f"{self.settings.alembic_ini}: Alembic configuration not found "
+                "(set [migrations] alembic_ini in neonflow.toml)"
+            )
         if renamed_from:
             self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
         # Alembic and the app's models take a while to import: do it while we wait on Neon.
@@ -271,10 +315,15 @@ class Branches:
                 self.progress(f"reusing branch {full} ({branch.id}), created meanwhile")
             else:
                 # Once its operations finished, a new branch is ready: no need to read it again.
-                self.client.wait_for_operations(created.operations)
+                try:
+                    self.client.wait_for_operations(created.operations)
+                except BaseException:
+                    # It never became usable (failed, timed out, Ctrl-C): leave no orphan.
+                    self._discard(created.branch)
+                    raise
         if created is None:
-            branch = self._wait_ready(branch)
-        url = self._created_url(created) or self.url(branch)
+            branch = self.wait_ready(branch)
+        url = self.created_url(created) or self.url(branch)
         self.point_app(url)
         self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
         self.progress("running alembic upgrade head")
@@ -296,6 +345,7 @@ class Branches:
             created=created is not None,
             database_url=url,
             env_file=str(self.settings.env_file),
+            env_var=self.settings.app.env_var,
             revision=list(revision),
             expires_at=_iso(branch.expires_at),
             renamed_from=renamed_from,
@@ -318,7 +368,7 @@ class Branches:
             full, parent_id=parent.id, annotations=annotations, expires_at=expires_at
         )
 
-    def _created_url(self, created: CreatedBranch | None) -> str | None:
+    def created_url(self, created: CreatedBranch | None) -> str | None:
         """The URI in the create answer, when it is for our database and role."""
         if created is None or not created.connection_uris:
             return None
@@ -351,7 +401,7 @@ class Branches:
         self.progress(f"resetting {branch.name} from {parent.name}")
         restored = self.client.restore_branch(branch.id, parent.id)
         self.client.wait_for_operations(restored.operations)
-        self._wait_ready(self.client.get_branch(branch.id))
+        self.wait_ready(self.client.get_branch(branch.id))
         self.progress("running alembic upgrade head")
         revision = self._migrate(self.url(branch))
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
@@ -375,13 +425,9 @@ class Branches:
         if branch is None:
             return DeleteResult(self._lookup(name), None, deleted=False, already_gone=True)
         self._refuse_precious(branch, "delete")
-        children = [b.name for b in branches if b.parent_id == branch.id]
-        if children:
-            raise RefusedError(
-                f"refusing to delete {branch.name!r}: it has child branches ({', '.join(children)})"
-            )
+        self._refuse_parent(branch, branches, "delete")
         app_url = self.app_url()
-        pointed = app_url is not None and same_database(app_url, self.url(branch))
+        pointed = app_url is not None and same_database(app_url, self.url_or_none(branch))
         self.progress(f"deleting branch {branch.name} ({branch.id})")
         self.client.wait_for_operations(self.client.delete_branch(branch.id))
         repointed = None
@@ -402,6 +448,10 @@ class Branches:
         if branch.default:
             raise RefusedError(f"{branch.name!r} is already the default branch")
         parent = self.parent_of(branch, branches)
+        if not set_default:
+            # Promoting ends with deleting the branch: refuse before anything is migrated.
+            self._refuse_precious(branch, "promote (and then delete)")
+            self._refuse_parent(branch, branches, "promote (and then delete)")
         if set_default:
             return self._promote_set_default(branch, parent)
         from neonflow import migrations
@@ -436,11 +486,13 @@ class Branches:
         else:
             self.progress(f"{parent.name} is already at head; nothing to migrate")
             result.parent_revision_after = list(before)
+        pointed = same_database(self.app_url(), self.url_or_none(branch))
         self.progress(f"deleting branch {branch.name}")
         self.client.wait_for_operations(self.client.delete_branch(branch.id))
         result.deleted = True
-        self.point_app(parent_url)
-        self.progress(f"the app points at {parent.name}")
+        if pointed:
+            self.point_app(parent_url)
+            self.progress(f"the app pointed at {branch.name}; it now points at {parent.name}")
         return result
 
     def _rehearse(self, branch: Branch, parent: Branch) -> float:
@@ -448,15 +500,22 @@ class Branches:
         name = f"{branch.name}-rehearsal-{secrets.token_hex(3)}"[-names.MAX_NAME :]
         self.progress(f"rehearsing the migrations on {name}, a fresh copy of {parent.name}")
         started = time.monotonic()
-        created = self.client.create_branch(
-            name,
-            parent_id=parent.id,
-            annotations={A_CREATED_BY: "true", "neonflow-purpose": "rehearsal"},
-        )
+        try:
+            created = self.client.create_branch(
+                name,
+                parent_id=parent.id,
+                annotations={A_CREATED_BY: "true", A_PURPOSE: "rehearsal"},
+                # A safety net: should this process die, the branch goes away by itself.
+                expires_at=datetime.now(UTC).replace(microsecond=0) + THROWAWAY_TTL,
+            )
+        except BaseException:
+            found = self.client.find_branch(name)  # the create may have been applied
+            if found is not None:
+                self._discard(found)
+            raise
         try:
             self.client.wait_for_operations(created.operations)
-            self._wait_ready(created.branch)
-            url = self._created_url(created) or self.url(created.branch)
+            url = self.created_url(created) or self.url(created.branch)
             try:
                 self._migrate(url)
             except MigrationError as exc:
@@ -523,7 +582,7 @@ class Branches:
         app_url = self.app_url()
         rows = []
         for branch in branches:
-            url = self.url(branch) if (revisions or app_url) else None
+            url = self.url_or_none(branch) if (revisions or app_url) else None
             rows.append(
                 BranchRow(
                     name=branch.name,
@@ -554,7 +613,7 @@ class Branches:
         branches = self.client.list_branches()
         by_id = {b.id: b for b in branches}
         for branch in branches:
-            if same_database(app_url, self.url(branch)):
+            if same_database(app_url, self.url_or_none(branch)):
                 result.branch, result.branch_id = branch.name, branch.id
                 parent = by_id.get(branch.parent_id or "")
                 result.parent = parent.name if parent else None

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,9 @@ from neonflow.workflow.branches import (
     A_CREATED_BY,
     A_GIT_BRANCH,
     A_GIT_COMMIT,
+    A_PURPOSE,
     A_USER,
+    THROWAWAY_TTL,
     Branches,
 )
 
@@ -71,11 +73,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-A_PURPOSE = "neonflow-purpose"
 PREFIX = "check"
 BOOKKEEPING = "alembic_version"
-# A safety net: a check branch that a killed process could not delete goes away by itself.
-BRANCH_TTL = timedelta(days=1)
 
 
 # The kinds of finding that fail the check, in the order the stages run: the first one found
@@ -413,8 +412,7 @@ class Check:
             with self._timed(report, "lint"):
                 self._lint(report, start, squawk)
             self.client.wait_for_operations(created.operations)
-            self.branches._wait_ready(branch)
-            url = self.branches._created_url(created) or self.branches.url(branch)
+            url = self.branches.created_url(created) or self.branches.url(branch)
             report.timings["create_branch"] = _since(clock)
             report.stages["create_branch"] = "passed"
             self._rehearse(report, base, branch, url, start)
@@ -600,7 +598,7 @@ class Check:
     def _expires_at(self, keep: bool) -> datetime | None:
         now = datetime.now(UTC).replace(microsecond=0)
         if not keep:
-            return now + BRANCH_TTL
+            return now + THROWAWAY_TTL
         expires_in = self.settings.branch.expires_in
         return now + parse_duration(expires_in) if expires_in else None
 

@@ -63,13 +63,14 @@ def git_merged_or_gone(root: Path, branch: str) -> bool:
     """Whether ``branch`` is merged into the default git branch, or no longer exists."""
     if _git(root, "rev-parse", "--is-inside-work-tree") != "true":
         return False
-    if _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}") is None:
-        return True
+    refs = (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}")
+    if all(_git(root, "rev-parse", "--verify", "--quiet", ref) is None for ref in refs):
+        return True  # gone here and on origin
     default = git_default_branch(root)
     if default is None or default == branch:
         return False
-    merged = _git(root, "branch", "--format=%(refname:short)", "--merged", default) or ""
-    return branch in merged.splitlines()
+    merged = _git(root, "branch", "-a", "--format=%(refname:short)", "--merged", default) or ""
+    return bool({branch, f"origin/{branch}"} & set(merged.splitlines()))
 
 
 def user_name() -> str:
