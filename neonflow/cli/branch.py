@@ -252,7 +252,9 @@ def prune(
         question = f"Delete {len(preview.deleted)} branches ({', '.join(preview.deleted)})?"
         if not output.confirm(question, yes):
             raise UsageError("not confirmed: pass --yes to prune without a question")
-    result = preview if dry_run else wf.prune(older_than, merged, dry_run=False)
+    result = (
+        preview if dry_run else wf.prune(older_than, merged, dry_run=False, only=preview.deleted)
+    )
     if json:
         output.data(result.to_json())
         return

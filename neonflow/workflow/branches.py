@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -540,7 +540,15 @@ class Branches:
 
     # -- prune -----------------------------------------------------------------------------
 
-    def prune(self, older_than: str | None, merged: bool, dry_run: bool) -> PruneResult:
+    def prune(
+        self,
+        older_than: str | None,
+        merged: bool,
+        dry_run: bool,
+        only: Collection[str] | None = None,
+    ) -> PruneResult:
+        """Delete neonflow's stale branches; ``only`` limits it to names already shown (and
+        confirmed), so nothing that turned stale since is deleted unasked."""
         if older_than is None and not merged:
             raise UsageError("say which branches to prune: --merged, --older-than, or both")
         cutoff = datetime.now(UTC) - parse_duration(older_than) if older_than else None
@@ -564,6 +572,8 @@ class Branches:
                     reason = "no git branch recorded"
                 elif not names.git_merged_or_gone(self.settings.root, git_branch):
                     reason = f"git branch {git_branch} not merged"
+            if reason is None and only is not None and branch.name not in only:
+                reason = "not in the confirmed list"
             if reason:
                 kept.append({"branch": branch.name, "reason": reason})
             else:
