@@ -6,6 +6,7 @@ messages for people (the CLI sends them to stderr).
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -351,22 +352,58 @@ class Branches:
             renamed_from=renamed_from,
         )
 
-    def _create(self, full: str, parent: Branch) -> CreatedBranch:
+    def annotations(self, purpose: str | None = None) -> dict[str, str]:
+        """What neonflow tags its branches with: itself, the git branch and commit, the user."""
         root = self.settings.root
-        annotations = {A_CREATED_BY: "true", A_USER: names.user_name()}
-        git_branch, commit = names.git_branch(root), names.git_commit(root)
+        tags = {A_CREATED_BY: "true", A_USER: names.user_name()}
+        # In a pull request's CI job the checkout is detached; GitHub names the branch.
+        git_branch = os.environ.get("GITHUB_HEAD_REF") or names.git_branch(root)
+        commit = names.git_commit(root)
         if git_branch:
-            annotations[A_GIT_BRANCH] = git_branch
+            tags[A_GIT_BRANCH] = git_branch
         if commit:
-            annotations[A_GIT_COMMIT] = commit
-        expires_at = None
-        if self.settings.branch.expires_in:
-            expires_at = datetime.now(UTC).replace(microsecond=0) + parse_duration(
-                self.settings.branch.expires_in
-            )
+            tags[A_GIT_COMMIT] = commit
+        if purpose:
+            tags[A_PURPOSE] = purpose
+        return tags
+
+    def expires_at(self, throwaway: bool = False) -> datetime | None:
+        """When a new branch should expire: a day for throw-away ones, else ``expires_in``."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        if throwaway:
+            return now + THROWAWAY_TTL
+        expires_in = self.settings.branch.expires_in
+        return now + parse_duration(expires_in) if expires_in else None
+
+    def _create(self, full: str, parent: Branch) -> CreatedBranch:
         return self.client.create_branch(
-            full, parent_id=parent.id, annotations=annotations, expires_at=expires_at
+            full, parent_id=parent.id, annotations=self.annotations(), expires_at=self.expires_at()
         )
+
+    def create_throwaway(
+        self, name: str, parent: Branch, purpose: str, expires_at: datetime | None
+    ) -> CreatedBranch:
+        """Create a branch that will be deleted after use; an interrupted create leaves none."""
+        try:
+            return self.client.create_branch(
+                name,
+                parent_id=parent.id,
+                annotations=self.annotations(purpose),
+                expires_at=expires_at,
+            )
+        except BaseException:
+            # The create may have been applied before the error (or the Ctrl-C): look once.
+            self.delete_quietly(name)
+            raise
+
+    def delete_quietly(self, name: str) -> None:
+        """Delete ``name`` if it exists and wait; best effort (throw-away branches expire)."""
+        try:
+            found = self.client.find_branch(name)
+            if found is not None:
+                self.client.wait_for_operations(self.client.delete_branch(found.id))
+        except Exception:
+            self.progress(f"could not make sure branch {name} is gone; see `neonflow branch list`")
 
     def created_url(self, created: CreatedBranch | None) -> str | None:
         """The URI in the create answer, when it is for our database and role."""
@@ -500,19 +537,7 @@ class Branches:
         name = f"{branch.name}-rehearsal-{secrets.token_hex(3)}"[-names.MAX_NAME :]
         self.progress(f"rehearsing the migrations on {name}, a fresh copy of {parent.name}")
         started = time.monotonic()
-        try:
-            created = self.client.create_branch(
-                name,
-                parent_id=parent.id,
-                annotations={A_CREATED_BY: "true", A_PURPOSE: "rehearsal"},
-                # A safety net: should this process die, the branch goes away by itself.
-                expires_at=datetime.now(UTC).replace(microsecond=0) + THROWAWAY_TTL,
-            )
-        except BaseException:
-            found = self.client.find_branch(name)  # the create may have been applied
-            if found is not None:
-                self._discard(found)
-            raise
+        created = self.create_throwaway(name, parent, "rehearsal", self.expires_at(throwaway=True))
         try:
             self.client.wait_for_operations(created.operations)
             url = self.created_url(created) or self.url(created.branch)
@@ -525,7 +550,7 @@ class Branches:
                     revision=exc.revision,
                 ) from None
         finally:
-            self.client.wait_for_operations(self.client.delete_branch(created.branch.id))
+            self.delete_quietly(name)
         return round(time.monotonic() - started, 3)
 
     def _promote_set_default(self, branch: Branch, parent: Branch) -> PromoteResult:

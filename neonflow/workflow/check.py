@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from neonflow.config import Settings, parse_duration
+from neonflow.config import Settings
 from neonflow.errors import (
     CheckFailed,
     CheckRefused,
@@ -57,12 +57,6 @@ from neonflow.errors import (
 from neonflow.workflow import lint as squawk_lint
 from neonflow.workflow import names
 from neonflow.workflow.branches import (
-    A_CREATED_BY,
-    A_GIT_BRANCH,
-    A_GIT_COMMIT,
-    A_PURPOSE,
-    A_USER,
-    THROWAWAY_TTL,
     Branches,
 )
 
@@ -393,17 +387,9 @@ class Check:
         report.branch = info = BranchInfo(name)
         self.progress(f"creating branch {name}, a throw-away copy of {base.name}")
         clock = time.monotonic()
-        try:
-            created = self.client.create_branch(
-                name,
-                parent_id=base.id,
-                annotations=self._annotations(),
-                expires_at=self._expires_at(keep),
-            )
-        except BaseException:
-            # The create may have been applied before the error (or the Ctrl-C): look once.
-            self._delete_quietly(name)
-            raise
+        created = self.branches.create_throwaway(
+            name, base, "check", self.branches.expires_at(throwaway=not keep)
+        )
         branch = created.branch
         info.id = branch.id
         info.expires_at = _iso(branch.expires_at)
@@ -572,35 +558,7 @@ class Check:
         info.deleted = True
         report.stages["teardown"] = "deleted"
 
-    def _delete_quietly(self, name: str) -> None:
-        try:
-            found = self.client.find_branch(name)
-            if found is not None:
-                self.client.wait_for_operations(self.client.delete_branch(found.id))
-        except Exception:  # best effort; the branch expires by itself anyway
-            self.progress(
-                f"could not make sure branch {name} is gone; check `neonflow branch list`"
-            )
-
     # -- helpers ---------------------------------------------------------------------------
-
-    def _annotations(self) -> dict[str, str]:
-        root = self.settings.root
-        annotations = {A_CREATED_BY: "true", A_PURPOSE: "check", A_USER: names.user_name()}
-        ref = os.environ.get("GITHUB_HEAD_REF") or names.git_branch(root)
-        commit = names.git_commit(root)
-        if ref:
-            annotations[A_GIT_BRANCH] = ref
-        if commit:
-            annotations[A_GIT_COMMIT] = commit
-        return annotations
-
-    def _expires_at(self, keep: bool) -> datetime | None:
-        now = datetime.now(UTC).replace(microsecond=0)
-        if not keep:
-            return now + THROWAWAY_TTL
-        expires_in = self.settings.branch.expires_in
-        return now + parse_duration(expires_in) if expires_in else None
 
     def _revision_report(self, script: Script) -> RevisionReport:
         down = script.down_revision
