@@ -410,6 +410,7 @@ def test_promote_rehearses_then_migrates_the_parent(own_project: Path, fresh_neo
     payload = json.loads(result.stdout)
     assert payload["parent_revision_before"] == [] and payload["parent_revision_after"] == ["0002"]
     assert payload["rehearsal_seconds"] > 0 and payload["deleted"] is True
+    assert payload["app_repointed"] is True
     assert migrations.current(main_url(client)) == ("0002",)
     with psycopg.connect(main_url(client)) as conn:
         assert conn.execute("SELECT id FROM keep_me").fetchall() == [(42,)]

@@ -223,10 +223,9 @@ def promote(
         output.info(f"✓ {result.branch} is now the default branch")
         return
     after = ", ".join(result.parent_revision_after) or "(none)"
-    output.info(
-        f"✓ {result.parent} is at {after}; {result.branch} deleted; the app points at "
-        f"{result.parent}"
-    )
+    output.info(f"✓ {result.parent} is at {after}; {result.branch} deleted")
+    if result.app_repointed:
+        output.info(f"  the app pointed at {result.branch}: it now points at {result.parent}")
 
 
 @app.command()

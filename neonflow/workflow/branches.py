@@ -116,6 +116,7 @@ class PromoteResult(Result):
     rehearsal_seconds: float | None = None
     migrate_seconds: float | None = None
     deleted: bool = False
+    app_repointed: bool = False
 
 
 @dataclass
@@ -529,7 +530,7 @@ class Branches:
         result.deleted = True
         if pointed:
             self.point_app(parent_url)
-            self.progress(f"the app pointed at {branch.name}; it now points at {parent.name}")
+            result.app_repointed = True
         return result
 
     def _rehearse(self, branch: Branch, parent: Branch) -> float:
