@@ -65,9 +65,11 @@ def set_var(path: Path, name: str, value: str) -> None:
         kept.append(line)
     if not replaced:
         kept.append(new_line)
+    # A symlinked env file (shared between worktrees, say) stays a link: write its target.
+    target = path.resolve() if path.is_symlink() else path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_private(path, "\n".join(kept) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_private(target, "\n".join(kept) + "\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the env file: {_reason(exc)}") from None
 

@@ -123,6 +123,18 @@ def test_set_var_replaces_in_place_and_keeps_everything_else(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == [".env"]  # no temporary file left
 
 
+def test_set_var_keeps_a_symlinked_env_file_a_link(tmp_path: Path):
+    shared = tmp_path / "shared.env"
+    shared.write_text("A=1\n")
+    link = tmp_path / ".env"
+    link.symlink_to(shared)
+
+    envfile.set_var(link, "DATABASE_URL", "postgresql://h/db")
+
+    assert link.is_symlink()
+    assert shared.read_text() == "A=1\nDATABASE_URL=postgresql://h/db\n"
+
+
 def test_set_var_creates_the_file_and_quotes_when_needed(tmp_path: Path):
     env = tmp_path / "sub" / ".env"
     envfile.set_var(env, "A", "has space #and hash")

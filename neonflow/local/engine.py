@@ -34,7 +34,8 @@ from psycopg import sql
 
 from neonflow.config import FaultSettings
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir, new_password
-from neonflow.local.store import Store, neon_id, now, operation_id
+from neonflow.local.store import Store, neon_id, operation_id
+from neonflow.times import now, rfc3339
 
 log = logging.getLogger("neonflow.local")
 
@@ -73,10 +74,6 @@ def parse_time(value: Any, field: str) -> datetime:
     if parsed.tzinfo is None:
         raise ApiError(400, f"{field} must include a time zone")
     return parsed.astimezone(UTC)
-
-
-def fmt_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LocalNeon:
@@ -201,8 +198,8 @@ class LocalNeon:
             "history_retention_seconds": 0,
             "created_at": p["created_at"],
             "updated_at": p["updated_at"],
-            "consumption_period_start": fmt_time(period_start),
-            "consumption_period_end": fmt_time(period_start + timedelta(days=31)),
+            "consumption_period_start": rfc3339(period_start),
+            "consumption_period_end": rfc3339(period_start + timedelta(days=31)),
             "owner_id": "local",
         }
 
@@ -342,7 +339,7 @@ class LocalNeon:
             )
             branch["protected"] = bool(spec.get("protected", False))
             if expires_at is not None:
-                branch["expires_at"] = fmt_time(expires_at)
+                branch["expires_at"] = rfc3339(expires_at)
                 ttl = expires_at - datetime.now(UTC)
                 branch["ttl_interval_seconds"] = max(1, int(ttl.total_seconds()))
             stamp = now()
@@ -466,7 +463,7 @@ class LocalNeon:
                     raise ApiError(400, "a branch with children cannot have an expiration")
                 moment = self._validate_expiry(spec["expires_at"], protected)
                 assert moment is not None
-                branch["expires_at"] = fmt_time(moment)
+                branch["expires_at"] = rfc3339(moment)
                 branch["ttl_interval_seconds"] = max(
                     1, int((moment - datetime.now(UTC)).total_seconds())
                 )
@@ -585,7 +582,7 @@ class LocalNeon:
                 branch["last_reset_at"] = now()
                 if branch.get("ttl_interval_seconds"):
                     ttl = timedelta(seconds=branch["ttl_interval_seconds"])
-                    branch["expires_at"] = fmt_time(datetime.now(UTC) + ttl)
+                    branch["expires_at"] = rfc3339(datetime.now(UTC) + ttl)
             branch.update(current_state="resetting", pending_state="ready", state_changed_at=now())
             branch["updated_at"] = now()
             self.store.save()

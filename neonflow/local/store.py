@@ -6,7 +6,6 @@ import json
 import secrets
 import threading
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,6 @@ from neonflow.local.paths import read_json
 
 _ADJECTIVES = "misty cool quiet bold calm young odd dry wild late rapid green proud super".split()
 _NOUNS = "sea sun fog lake hill leaf moon rain star wave river snow field pond".split()
-
-
-def now() -> str:
-    """RFC 3339, second precision, UTC: the format Neon uses."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def neon_id(prefix: str) -> str:

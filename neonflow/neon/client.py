@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -31,6 +31,7 @@ from neonflow.neon.models import (
     Project,
     Role,
 )
+from neonflow.times import rfc3339
 
 __all__ = ["UNSET", "NeonClient"]
 
@@ -192,7 +193,7 @@ class NeonClient:
         spec = _without_none(
             name=name,
             parent_id=parent_id,
-            expires_at=_rfc3339(expires_at) if expires_at is not None else None,
+            expires_at=rfc3339(expires_at) if expires_at is not None else None,
             protected=protected,
             init_source=init_source,
         )
@@ -233,7 +234,7 @@ class NeonClient:
         """Rename, (un)protect, or set the expiration (``expires_at=None`` removes it)."""
         spec = _without_none(name=name, protected=protected)
         if not isinstance(expires_at, _Unset):
-            spec["expires_at"] = _rfc3339(expires_at) if expires_at is not None else None
+            spec["expires_at"] = rfc3339(expires_at) if expires_at is not None else None
         data = self._json("PATCH", self._branch_path(branch_id), json={"branch": spec})
         return self._parse(BranchWithOperations, data)
 
@@ -592,10 +593,3 @@ def _seg(value: str) -> str:
 
 def _without_none(**values: Any) -> Json:
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _rfc3339(value: datetime) -> str:
-    """UTC, second precision, ``Z`` suffix, as Neon wants; a naive datetime is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

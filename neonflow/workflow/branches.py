@@ -30,6 +30,7 @@ from neonflow.errors import (
     RefusedError,
     UsageError,
 )
+from neonflow.times import rfc3339_or_none
 from neonflow.urls import same_database
 from neonflow.workflow import names
 
@@ -152,10 +153,6 @@ class StatusResult(Result):
     revision: list[str] | None
     head: list[str]
     at_head: bool | None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def with_lock_timeout(url: str, lock_timeout: str) -> str:
@@ -349,7 +346,7 @@ class Branches:
             env_file=str(self.settings.env_file),
             env_var=self.settings.app.env_var,
             revision=list(revision),
-            expires_at=_iso(branch.expires_at),
+            expires_at=rfc3339_or_none(branch.expires_at),
             renamed_from=renamed_from,
         )
 
@@ -625,8 +622,8 @@ class Branches:
                     id=branch.id,
                     parent=by_id[branch.parent_id].name if branch.parent_id in by_id else None,
                     state=branch.current_state,
-                    created_at=_iso(branch.created_at) or "",
-                    expires_at=_iso(branch.expires_at),
+                    created_at=rfc3339_or_none(branch.created_at) or "",
+                    expires_at=rfc3339_or_none(branch.expires_at),
                     default=branch.default,
                     protected=branch.protected,
                     neonflow=branch.annotations.get(A_CREATED_BY) == "true",
@@ -653,7 +650,7 @@ class Branches:
                 result.branch, result.branch_id = branch.name, branch.id
                 parent = by_id.get(branch.parent_id or "")
                 result.parent = parent.name if parent else None
-                result.expires_at = _iso(branch.expires_at)
+                result.expires_at = rfc3339_or_none(branch.expires_at)
                 break
         result.revision = _revision(app_url)
         if result.revision is not None:

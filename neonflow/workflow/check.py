@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +53,7 @@ from neonflow.errors import (
     NeonflowError,
     NotReversible,
 )
+from neonflow.times import rfc3339_or_none
 from neonflow.workflow import lint as squawk_lint
 from neonflow.workflow import names
 from neonflow.workflow.branches import (
@@ -392,7 +392,7 @@ class Check:
         )
         branch = created.branch
         info.id = branch.id
-        info.expires_at = _iso(branch.expires_at)
+        info.expires_at = rfc3339_or_none(branch.expires_at)
         try:
             # Linting needs no database: do it while Neon creates the branch.
             with self._timed(report, "lint"):
@@ -795,7 +795,3 @@ def _one_line(exc: object) -> str:
 
 def _since(clock: float) -> float:
     return round(time.monotonic() - clock, 3)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
