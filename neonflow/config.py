@@ -69,7 +69,7 @@ class AppSettings(_Section):
 class MigrationSettings(_Section):
     alembic_ini: str = "sample_app/alembic.ini"
     # A PostgreSQL duration: it goes into the connection's options, so nothing else may.
-    lock_timeout: str = Field(default="5s", pattern=r"^\d+\s*(us|ms|s|min|h|d)?$")
+    lock_timeout: str = Field(default="5s", pattern=r"^\d+(us|ms|s|min|h|d)?$")
 
 
 class BranchSettings(_Section):

@@ -78,7 +78,7 @@ def check_writable(path: Path) -> None:
     """Raise ConfigError now if ``set_var`` on ``path`` would fail (before any work is done)."""
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path}: the env file is not a regular file")
-    folder = path.parent
+    folder = (path.resolve() if path.is_symlink() else path).parent
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.DOTALL)
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
 
 
 def mask_password(url: str) -> str:
-    """``postgresql://user:****@host/db``: safe to show (also ``password=`` in a DSN or query)."""
+    """``postgresql://user:****@host/db``: safe to show (also ``password=`` in a DSN or query).
+
+    The user part is found as libpq finds it (up to the ``/`` after the host), not as urlsplit
+    does: a password holding ``#`` or ``?`` must not slip through.
+    """
     masked = _KEYWORD_PASSWORD.sub(r"\1****", url)
-    try:
-        parts = urlsplit(masked)
-        if parts.password is None:
-            return masked
-        user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "(an unreadable URL)"
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+    match = _SCHEME.match(masked)
+    if match is None:
+        return masked
+    scheme, rest = match.groups()
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return masked
+    return f"{scheme}{user}:****@{host}{slash}{tail}"
 
 
 def same_database(a: str | None, b: str | None) -> bool:

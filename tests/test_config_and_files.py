@@ -74,6 +74,11 @@ def test_api_key_comes_from_neon_api_key_and_selects_the_backend(tmp_path: Path,
         ("[branch]\nexpires_in = 'soon'\n", "bad value for 'branch.expires_in'"),
         ("[neon]\napi_key = 'napi_x'\n", "the API key does not belong in the file"),
         ("[local.faults]\nrate_503 = 'lots'\n", "local.faults.rate_503"),
+        ("[migrations]\nlock_timeout = '5 s'\n", "migrations.lock_timeout"),
+        ("[migrations]\nlock_timeout = '5s -c statement_timeout=0'\n", "migrations.lock_timeout"),
+        ("[app]\nenv_var = 'BAD NAME'\n", "app.env_var"),
+        ("[branch]\nexpires_in = '90d'\n", "at most 30 days"),
+        ("neon = 5\n", "bad value for 'neon'"),
     ],
 )
 def test_a_broken_file_is_one_error_naming_file_and_key(tmp_path: Path, clean_env, text, message):

@@ -140,7 +140,8 @@ def test_names_resolve_with_the_prefix_first(project: Path, neon_client: NeonCli
     [
         ("host=h password=hunter2 dbname=x", "host=h password=**** dbname=x"),
         ("postgresql://h/db?password=hunter2&a=1", "postgresql://h/db?password=****&a=1"),
-        ("postgresql://u:hunter2@[::1/db", "(an unreadable URL)"),
+        ("postgresql://u:hunter2@[::1/db", "postgresql://u:****@[::1/db"),
+        ("postgresql://u:hun#ter?2@h/db", "postgresql://u:****@h/db"),
     ],
 )
 def test_passwords_are_masked_in_every_url_shape(secret: str, shown: str):
@@ -155,3 +156,42 @@ def test_status_survives_a_malformed_url_in_the_env_file(project: Path):
     assert result.exit_code in (0, 7)
     assert "hunter2" not in result.stdout + result.stderr
     assert "unexpected" not in result.stderr
+
+
+def test_the_parent_is_never_a_prefixed_feature_branch(project: Path, neon_client: NeonClient):
+    toml = project / "neonflow.toml"
+    toml.write_text(toml.read_text() + '\n[branch]\nprefix = "preview-"\n')
+    decoy = neon_client.create_branch("preview-main")  # a feature branch someone called "main"
+    neon_client.wait_for_operations(decoy.operations)
+    try:
+        result = nf("branch", "start", unique(), "--json")
+        assert result.exit_code == 0, result.stderr
+        assert '"parent": "main"' in result.stdout
+    finally:
+        neon_client.wait_for_operations(neon_client.delete_branch(decoy.branch.id))
+
+
+def test_prune_judges_a_local_branch_by_its_own_commits(tmp_path: Path):
+    from neonflow.workflow.names import git_merged_or_gone
+
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+
+    def run(cwd: Path, *args: str) -> None:
+        subprocess.run([*git, *args], cwd=cwd, check=True, capture_output=True)
+
+    origin, clone = tmp_path / "origin", tmp_path / "clone"
+    origin.mkdir()
+    run(origin, "init", "-q", "-b", "main")
+    run(origin, "commit", "-q", "--allow-empty", "-m", "base")
+    run(origin, "checkout", "-q", "-b", "feature")
+    run(origin, "commit", "-q", "--allow-empty", "-m", "one")
+    run(origin, "checkout", "-q", "main")
+    run(origin, "merge", "-q", "feature")
+    run(tmp_path, "clone", "-q", str(origin), str(clone))
+    assert git_merged_or_gone(clone, "feature") is True  # only origin has it: merged there
+
+    run(clone, "checkout", "-q", "-b", "feature", "origin/feature")
+    run(clone, "commit", "-q", "--allow-empty", "-m", "unpushed work")
+    run(clone, "checkout", "-q", "main")
+    assert git_merged_or_gone(clone, "feature") is False  # local work not merged
+    assert git_merged_or_gone(clone, "never-existed") is True

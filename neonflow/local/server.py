@@ -60,6 +60,13 @@ def _run(
 ) -> None:
     store = Store(paths.metadata)
     neon = LocalNeon(store, pg, config["project_id"], settings.local.faults)
+    try:
+        _serve(neon, paths, config)
+    finally:
+        neon.close()  # before PostgreSQL stops: resumed operations finish, or stay resumable
+
+
+def _serve(neon: LocalNeon, paths: StatePaths, config: dict[str, Any]) -> None:
     neon.bootstrap()
     if not _port_free(config["api_port"]):
         config["api_port"] = free_port()
@@ -82,7 +89,4 @@ def _run(
     threading.Thread(target=_reaper, daemon=True, name="reaper").start()
     write_private(paths.pid, str(os.getpid()))
     log.info("local Neon on http://127.0.0.1:%s/api/v2", config["api_port"])
-    try:
-        server.serve_forever()
-    finally:
-        neon.close()
+    server.serve_forever()

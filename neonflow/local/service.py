@@ -41,23 +41,25 @@ class LocalNeonInfo:
 
 
 def _pid(paths: StatePaths) -> int | None:
-    """The pid in ``server.pid`` if that process is our server (a crash may leave the number
-    to some other process, which must never be signalled)."""
+    """The pid in ``server.pid`` if that process is this folder's server (a crash may leave the
+    number to another process, even another project's server, which must never be signalled)."""
     try:
         pid = int(paths.pid.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _is_our_server(pid) else None
+    return pid if pid > 0 and _is_our_server(pid, paths) else None
 
 
-def _is_our_server(pid: int) -> bool:
+def _is_our_server(pid: int, paths: StatePaths) -> bool:
     import psutil
 
     try:
-        cmdline = psutil.Process(pid).cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        process = psutil.Process(pid)
+        cmdline = process.cmdline()
+        state_dir = process.environ().get("NEONFLOW_LOCAL__STATE_DIR")
+    except (psutil.Error, ValueError):
         return False
-    return "neonflow.local" in cmdline and "serve" in cmdline
+    return "neonflow.local" in cmdline and "serve" in cmdline and state_dir == str(paths.root)
 
 
 def _info(paths: StatePaths, pid: int) -> LocalNeonInfo:

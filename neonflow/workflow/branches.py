@@ -198,17 +198,28 @@ class Branches:
         except UsageError:
             return name
 
-    def find(self, name: str, branches: list[Branch] | None = None) -> Branch | None:
-        """By id, else by the name neonflow would give it (prefix, Neon-safe), else as given."""
+    def find(
+        self, name: str, branches: list[Branch] | None = None, literal: bool = False
+    ) -> Branch | None:
+        """By id, else by the name neonflow would give it (prefix, Neon-safe), else as given.
+
+        ``literal`` names (the configured parent, ``--base``) match by id or exact name only:
+        ``main`` must never resolve to a feature branch called ``preview/main``.
+        """
         rows = branches if branches is not None else self.client.list_branches()
-        for wanted, attribute in ((name, "id"), (self._lookup(name), "name"), (name, "name")):
+        candidates = [(name, "id"), (name, "name")]
+        if not literal:
+            candidates.insert(1, (self._lookup(name), "name"))
+        for wanted, attribute in candidates:
             for branch in rows:
                 if getattr(branch, attribute) == wanted:
                     return branch
         return None
 
-    def require(self, name: str, branches: list[Branch] | None = None) -> Branch:
-        branch = self.find(name, branches)
+    def require(
+        self, name: str, branches: list[Branch] | None = None, literal: bool = False
+    ) -> Branch:
+        branch = self.find(name, branches, literal)
         if branch is None:
             raise NotFoundError(
                 f"branch {name!r} not found; see `neonflow branch list` for the branches there are"
@@ -290,7 +301,7 @@ class Branches:
 
     def _start(self, full: str, renamed_from: str | None, warm: threading.Thread) -> StartResult:
         branches = self.client.list_branches()
-        parent = self.require(self.settings.neon.parent, branches)
+        parent = self.require(self.settings.neon.parent, branches, literal=True)
         branch = self.find(full, branches)
         created: CreatedBranch | None = None
         if branch is not None and (branch.default or branch.protected):
@@ -389,6 +400,8 @@ class Branches:
                 annotations=self.annotations(purpose),
                 expires_at=expires_at,
             )
+        except ConflictError:
+            raise  # the name was taken before us: that branch is not ours to delete
         except BaseException:
             # The create may have been applied before the error (or the Ctrl-C): look once.
             self.delete_quietly(name)
@@ -467,8 +480,10 @@ class Branches:
         self.client.wait_for_operations(self.client.delete_branch(branch.id))
         repointed = None
         if pointed:
-            parent = self.find(branch.parent_id or "", branches) if branch.parent_id else None
-            parent = parent or self.find(self.settings.neon.parent, branches)
+            parent = (
+                self.find(branch.parent_id, branches, literal=True) if branch.parent_id else None
+            )
+            parent = parent or self.find(self.settings.neon.parent, branches, literal=True)
             if parent is not None:
                 self.point_app(self.url(parent))
                 repointed = parent.name
@@ -499,6 +514,8 @@ class Branches:
                 "merge them (alembic merge heads) before promoting"
             )
         parent_url = self.url(parent)
+        # Everything that could fail once the parent is migrated is read before it is.
+        pointed = same_database(self.app_url(), self.url_or_none(branch))
         before = migrations.current(parent_url)
         for revision in before:
             if not migrations.is_ancestor(ini, revision):
@@ -521,7 +538,6 @@ class Branches:
         else:
             self.progress(f"{parent.name} is already at head; nothing to migrate")
             result.parent_revision_after = list(before)
-        pointed = same_database(self.app_url(), self.url_or_none(branch))
         self.progress(f"deleting branch {branch.name}")
         self.client.wait_for_operations(self.client.delete_branch(branch.id))
         result.deleted = True

@@ -289,7 +289,7 @@ class Check:
         started = time.monotonic()
         report = CheckReport()
         heads = migrations.heads(self.ini)
-        base_branch = self.branches.require(base or self.settings.neon.parent)
+        base_branch = self.branches.require(base or self.settings.neon.parent, literal=True)
         base_rev = migrations.current(self.branches.url(base_branch))
         report.base = BaseInfo(base_branch.name, base_branch.id, list(base_rev))
         report.head = ", ".join(heads) or None

@@ -63,14 +63,22 @@ def git_merged_or_gone(root: Path, branch: str) -> bool:
     """Whether ``branch`` is merged into the default git branch, or no longer exists."""
     if _git(root, "rev-parse", "--is-inside-work-tree") != "true":
         return False
-    refs = (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}")
-    if all(_git(root, "rev-parse", "--verify", "--quiet", ref) is None for ref in refs):
+    # The local branch decides when there is one (it may hold work origin has not seen);
+    # else origin's, as in a fresh clone in CI.
+    ref = next(
+        (
+            r
+            for r in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}")
+            if _git(root, "rev-parse", "--verify", "--quiet", r) is not None
+        ),
+        None,
+    )
+    if ref is None:
         return True  # gone here and on origin
     default = git_default_branch(root)
     if default is None or default == branch:
         return False
-    merged = _git(root, "branch", "-a", "--format=%(refname:short)", "--merged", default) or ""
-    return bool({branch, f"origin/{branch}"} & set(merged.splitlines()))
+    return _git(root, "merge-base", "--is-ancestor", ref, default) is not None
 
 
 def user_name() -> str:
