@@ -23,7 +23,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,17 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from common import timed
 from psycopg import sql
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from neonflow.config import load_settings  # noqa: E402
-from neonflow.local import service  # noqa: E402
-from neonflow.local.engine import reflink_supported  # noqa: E402
-from neonflow.local.postgres import EmbeddedPostgres, bin_dir  # noqa: E402
-from neonflow.local.service import LocalNeonInfo  # noqa: E402
-from neonflow.neon import NeonClient, Operation  # noqa: E402
+from neonflow.config import load_settings
+from neonflow.local import service
+from neonflow.local.engine import reflink_supported
+from neonflow.local.postgres import EmbeddedPostgres, bin_dir
+from neonflow.local.service import LocalNeonInfo
+from neonflow.neon import NeonClient, Operation
 
 MB = 1024 * 1024
 # 960 bytes of text a row: stored inline, not compressed by TOAST
@@ -102,16 +99,6 @@ def wait(client: NeonClient, operations: list[Operation]) -> None:
                     raise SystemExit(f"operation {got.id} ({got.action}) {got.status}: {got.error}")
                 break
             time.sleep(0.01)
-
-
-def timed(setup: Callable[[], None], work: Callable[[], None], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        setup()
-        started = time.perf_counter()
-        work()
-        out.append(time.perf_counter() - started)
-    return out
 
 
 def clone_supported(pg: EmbeddedPostgres) -> bool:
@@ -198,7 +185,7 @@ def bench_size(
     results = {"size_mb": size / MB}
     for label, work in methods:
         print(f"  {label} x{runs} ...", flush=True)
-        results[label] = statistics.median(timed(clean, work, runs))
+        results[label] = statistics.median(timed(work, runs, setup=clean))
     clean()
     wait(client, client.delete_branch(parent.branch.id))
     return results

@@ -18,19 +18,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, SAMPLE_INI, local_project, timed
 
-from neonflow.config import load_settings  # noqa: E402
-from neonflow.local import service  # noqa: E402
-from neonflow.local.service import LocalNeonInfo  # noqa: E402
-from neonflow.neon import NeonClient  # noqa: E402
+from neonflow.local.service import LocalNeonInfo
+from neonflow.neon import NeonClient
 
 BIN = Path(sys.executable).parent
 NEONFLOW = (
@@ -40,16 +35,6 @@ NEONFLOW = (
 )
 ALEMBIC = [str(BIN / "alembic")]
 SQUAWK = str(BIN / "squawk")
-SAMPLE_INI = REPO / "sample_app" / "alembic.ini"
-
-
-def timed(fn: Callable[[], object], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - started)
-    return out
 
 
 def run(
@@ -103,26 +88,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nf-bench-check-") as tmp:
-        root = Path(tmp)
-        project = root / "project"
-        project.mkdir()
-        (project / "neonflow.toml").write_text(
-            f'[app]\nenv_file = ".env"\n[migrations]\nalembic_ini = "{SAMPLE_INI}"\n'
-            f'[local]\nstate_dir = "{root}/state"\n'
-        )
-        settings = load_settings(config_file=project / "neonflow.toml")
-        info, _ = service.up(settings)
-        try:
-            neonflow_check(project)  # warm up both: the first branch, the OS file cache
-            by_hand(info)
-            check_times: list[float] = []
-            hand_times: list[float] = []
-            for _ in range(args.runs):  # interleaved, so that drift on the machine hits both
-                check_times += timed(lambda: neonflow_check(project), 1)
-                hand_times += timed(lambda: by_hand(info), 1)
-        finally:
-            service.down(settings)
+    with local_project("nf-bench-check-") as (project, _settings, info):
+        neonflow_check(project)  # warm up both: the first branch, the OS file cache
+        by_hand(info)
+        check_times: list[float] = []
+        hand_times: list[float] = []
+        for _ in range(args.runs):  # interleaved, so that drift on the machine hits both
+            check_times += timed(lambda: neonflow_check(project), 1)
+            hand_times += timed(lambda: by_hand(info), 1)
 
     check_median, hand_median = statistics.median(check_times), statistics.median(hand_times)
     print(f"\nneonflow check on the sample app ({args.runs} runs, local Neon)\n")

@@ -14,29 +14,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import local_project, timed
 
-from neonflow.config import load_settings  # noqa: E402
-from neonflow.local import service  # noqa: E402
-from neonflow.neon import NeonClient  # noqa: E402
-from neonflow.workflow.branches import Branches  # noqa: E402
+from neonflow.neon import NeonClient
+from neonflow.workflow.branches import Branches
 
 NEONFLOW = [sys.executable, "-m", "neonflow.cli.main"]
-
-
-def timed(fn: Callable[[], object], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - started)
-    return out
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -63,61 +48,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nf-bench-start-") as tmp:
-        root = Path(tmp)
-        project = root / "project"
-        project.mkdir()
-        (project / "neonflow.toml").write_text(
-            f'[app]\nenv_file = ".env"\n'
-            f'[migrations]\nalembic_ini = "{REPO}/sample_app/alembic.ini"\n'
-            f'[local]\nstate_dir = "{root}/state"\n'
+    with local_project("nf-bench-start-") as (project, settings, info):
+        root = project.parent
+        counter = iter(range(10_000))
+        start_times = timed(
+            lambda: run([*NEONFLOW, "branch", "start", f"nf-{next(counter)}"], project),
+            args.runs,
         )
-        settings = load_settings(config_file=project / "neonflow.toml")
-        info, _ = service.up(settings)
-        try:
-            counter = iter(range(10_000))
-            start_times = timed(
-                lambda: run([*NEONFLOW, "branch", "start", f"nf-{next(counter)}"], project),
+        with NeonClient(info.api_host, info.token, info.project_id) as client:
+            Branches(settings, client).start("nf-count")
+            requests = client.request_count
+        help_times = timed(lambda: run([*NEONFLOW, "--help"], project), 10)
+
+        neonctl = install_neonctl(root / "npm")
+        ctl_times: list[float] = []
+        ctl_help: list[float] = []
+        if neonctl is not None:
+            base = [
+                str(neonctl),
+                "--api-host",
+                info.api_host,
+                "--api-key",
+                info.token,
+                "--no-analytics",
+            ]
+            run([*base, "branches", "list", "--project-id", info.project_id], project)
+            ctl_times = timed(
+                lambda: run(
+                    [
+                        *base,
+                        "branches",
+                        "create",
+                        "--project-id",
+                        info.project_id,
+                        "--name",
+                        f"ctl-{next(counter)}",
+                        "-o",
+                        "json",
+                    ],
+                    project,
+                ),
                 args.runs,
             )
-            with NeonClient(info.api_host, info.token, info.project_id) as client:
-                Branches(settings, client).start("nf-count")
-                requests = client.request_count
-            help_times = timed(lambda: run([*NEONFLOW, "--help"], project), 10)
-
-            neonctl = install_neonctl(root / "npm")
-            ctl_times: list[float] = []
-            ctl_help: list[float] = []
-            if neonctl is not None:
-                base = [
-                    str(neonctl),
-                    "--api-host",
-                    info.api_host,
-                    "--api-key",
-                    info.token,
-                    "--no-analytics",
-                ]
-                run([*base, "branches", "list", "--project-id", info.project_id], project)
-                ctl_times = timed(
-                    lambda: run(
-                        [
-                            *base,
-                            "branches",
-                            "create",
-                            "--project-id",
-                            info.project_id,
-                            "--name",
-                            f"ctl-{next(counter)}",
-                            "-o",
-                            "json",
-                        ],
-                        project,
-                    ),
-                    args.runs,
-                )
-                ctl_help = timed(lambda: run([str(neonctl), "--help"], project), 10)
-        finally:
-            service.down(settings)
+            ctl_help = timed(lambda: run([str(neonctl), "--help"], project), 10)
 
     med = statistics.median
     print()

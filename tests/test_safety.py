@@ -195,3 +195,10 @@ def test_prune_judges_a_local_branch_by_its_own_commits(tmp_path: Path):
     run(clone, "checkout", "-q", "main")
     assert git_merged_or_gone(clone, "feature") is False  # local work not merged
     assert git_merged_or_gone(clone, "never-existed") is True
+
+
+def test_authentication_comes_before_anything_about_the_project(local_neon: LocalNeonInfo):
+    for path in ("/projects/no-such-project/branches", f"/projects/{local_neon.project_id}"):
+        response = httpx.get(local_neon.api_host + path)
+        assert response.status_code == 401
+        assert response.json()["request_id"]

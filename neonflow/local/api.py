@@ -34,6 +34,18 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     app.extensions["neonflow.faults"] = faults
     api = Blueprint("neon", __name__)
 
+    @api.url_value_preprocessor
+    def _take_project(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        if values is not None and "project_id" in values:
+            g.project_id = values.pop("project_id")
+
+    @api.before_request
+    def _check_project() -> None:
+        # Every path under /projects/<project_id> (after authentication, which the app's own
+        # before_request does first): one project here, any other is a 404.
+        if "project_id" in g:
+            neon.check_project(g.project_id)
+
     @app.before_request
     def _before() -> Response | tuple[Response, int] | None:
         g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
@@ -88,15 +100,13 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         return jsonify({"projects": [], "pagination": {"cursor": neon.project_id}})
 
     @api.get(PROJECT)
-    def get_project(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def get_project() -> Response:
         return jsonify({"project": neon.project()})
 
     # -- branches --
 
     @api.get(f"{PROJECT}/branches")
-    def list_branches(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def list_branches() -> Response:
         args = request.args
         return jsonify(
             neon.list_branches(
@@ -109,51 +119,42 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         )
 
     @api.get(f"{PROJECT}/branches/count")
-    def count_branches(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def count_branches() -> Response:
         found = neon.list_branches(search=request.args.get("search") or None)
         return jsonify({"count": len(found["branches"])})
 
     @api.post(f"{PROJECT}/branches")
-    def create_branch(project_id: str) -> tuple[Response, int]:
-        neon.check_project(project_id)
+    def create_branch() -> tuple[Response, int]:
         return jsonify(neon.create_branch(_body(optional=True))), 201
 
     @api.get(f"{PROJECT}/branches/<branch_id>")
-    def get_branch(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def get_branch(branch_id: str) -> Response:
         return jsonify(neon.get_branch(branch_id))
 
     @api.patch(f"{PROJECT}/branches/<branch_id>")
-    def update_branch(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def update_branch(branch_id: str) -> Response:
         return jsonify(neon.update_branch(branch_id, _body()))
 
     @api.delete(f"{PROJECT}/branches/<branch_id>")
-    def delete_branch(project_id: str, branch_id: str) -> Response | tuple[str, int]:
-        neon.check_project(project_id)
+    def delete_branch(branch_id: str) -> Response | tuple[str, int]:
         result = neon.delete_branch(branch_id)
         return ("", 204) if result is None else jsonify(result)
 
     @api.post(f"{PROJECT}/branches/<branch_id>/set_as_default")
-    def set_default(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def set_default(branch_id: str) -> Response:
         return jsonify(neon.set_default(branch_id))
 
     @api.post(f"{PROJECT}/branches/<branch_id>/restore")
-    def restore(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def restore(branch_id: str) -> Response:
         return jsonify(neon.restore_branch(branch_id, _body()))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/schema")
-    def schema(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def schema(branch_id: str) -> Response:
         _no_point_in_time("lsn", "timestamp")
         return jsonify(neon.schema(branch_id, request.args.get("db_name")))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")
-    def compare_schema(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def compare_schema(branch_id: str) -> Response:
         _no_point_in_time("lsn", "timestamp", "base_lsn", "base_timestamp")
         return jsonify(
             neon.compare_schema(
@@ -164,60 +165,49 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     # -- endpoints --
 
     @api.get(f"{PROJECT}/branches/<branch_id>/endpoints")
-    def branch_endpoints(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def branch_endpoints(branch_id: str) -> Response:
         return jsonify(neon.list_endpoints(branch_id))
 
     @api.get(f"{PROJECT}/endpoints")
-    def project_endpoints(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def project_endpoints() -> Response:
         return jsonify(neon.list_endpoints())
 
     @api.post(f"{PROJECT}/endpoints")
-    def create_endpoint(project_id: str) -> tuple[Response, int]:
-        neon.check_project(project_id)
+    def create_endpoint() -> tuple[Response, int]:
         return jsonify(neon.create_endpoint(_body())), 201
 
     @api.get(f"{PROJECT}/endpoints/<endpoint_id>")
-    def get_endpoint(project_id: str, endpoint_id: str) -> Response:
-        neon.check_project(project_id)
+    def get_endpoint(endpoint_id: str) -> Response:
         return jsonify(neon.get_endpoint(endpoint_id))
 
     @api.post(f"{PROJECT}/endpoints/<endpoint_id>/<any(start, suspend):action>")
-    def endpoint_action(project_id: str, endpoint_id: str, action: str) -> Response:
-        neon.check_project(project_id)
+    def endpoint_action(endpoint_id: str, action: str) -> Response:
         return jsonify(neon.endpoint_action(endpoint_id, action))
 
     # -- databases, roles, connection strings --
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases")
-    def databases(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def databases(branch_id: str) -> Response:
         return jsonify(neon.list_databases(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases/<name>")
-    def database(project_id: str, branch_id: str, name: str) -> Response:
-        neon.check_project(project_id)
+    def database(branch_id: str, name: str) -> Response:
         return jsonify(neon.get_database(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles")
-    def roles(project_id: str, branch_id: str) -> Response:
-        neon.check_project(project_id)
+    def roles(branch_id: str) -> Response:
         return jsonify(neon.list_roles(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>")
-    def role(project_id: str, branch_id: str, name: str) -> Response:
-        neon.check_project(project_id)
+    def role(branch_id: str, name: str) -> Response:
         return jsonify(neon.get_role(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>/reveal_password")
-    def reveal_password(project_id: str, branch_id: str, name: str) -> Response:
-        neon.check_project(project_id)
+    def reveal_password(branch_id: str, name: str) -> Response:
         return jsonify(neon.reveal_password(branch_id, name))
 
     @api.get(f"{PROJECT}/connection_uri")
-    def connection_uri(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def connection_uri() -> Response:
         args = request.args
         return jsonify(
             neon.connection_uri(
@@ -231,13 +221,11 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     # -- operations --
 
     @api.get(f"{PROJECT}/operations")
-    def operations(project_id: str) -> Response:
-        neon.check_project(project_id)
+    def operations() -> Response:
         return jsonify(neon.list_operations(_int_arg("limit"), request.args.get("cursor") or None))
 
     @api.get(f"{PROJECT}/operations/<operation_id>")
-    def operation(project_id: str, operation_id: str) -> Response:
-        neon.check_project(project_id)
+    def operation(operation_id: str) -> Response:
         return jsonify(neon.get_operation(operation_id))
 
     # -- local administration (not part of Neon's API) --
