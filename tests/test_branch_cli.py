@@ -479,3 +479,24 @@ def test_prune_deletes_only_neonflows_stale_branches(own_project: Path, fresh_ne
     assert aged["deleted"] == ["open-feature"]
     assert {b.name for b in client.list_branches()} == {"main", "not-ours"}
     assert nf("branch", "prune").exit_code == 2
+
+
+def test_start_from_another_parent(project: Path, neon_client: NeonClient):
+    base = neon_client.create_branch(unique("base"))  # no expiration: it may have children
+    neon_client.wait_for_operations(base.operations)
+    base_url = neon_client.connection_uri(base.branch.id, "neondb", "neondb_owner")
+    with psycopg.connect(base_url) as conn:
+        conn.execute("CREATE TABLE seed (v text)")
+        conn.execute("INSERT INTO seed VALUES ('from base')")
+    name = unique()
+
+    result = nf("branch", "start", name, "--parent", base.branch.name, "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["parent"] == base.branch.name
+    with psycopg.connect(env_url(project)) as conn:
+        assert conn.execute("SELECT v FROM seed").fetchall() == [("from base",)]
+    # Neon does not branch from a branch that expires (every `start` branch does, by default).
+    refused = nf("branch", "start", unique(), "--parent", name)
+    assert refused.exit_code == 4 and "expiration" in refused.stderr
+    assert nf("branch", "start", unique(), "--parent", "nope").exit_code == 6

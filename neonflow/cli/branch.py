@@ -39,6 +39,10 @@ def start(
         str | None,
         typer.Argument(help="Branch name; defaults to the current git branch.", show_default=False),
     ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option("--parent", help="Branch from this one instead of [neon] parent."),
+    ] = None,
     json: JsonOpt = False,
     show_password: ShowPasswordOpt = False,
 ) -> None:
@@ -46,7 +50,7 @@ def start(
 
     Example: neonflow branch start feature-x
     """
-    result = branches().start(name)
+    result = branches().start(name, parent=parent)
     if json:
         output.data(_mask_json(result.to_json(), show_password))
         return

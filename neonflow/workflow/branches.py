@@ -284,7 +284,7 @@ class Branches:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, name: str | None) -> StartResult:
+    def start(self, name: str | None, parent: str | None = None) -> StartResult:
         full, renamed_from = self.full_name(name)
         # What would fail after the branch exists, checked before it does.
         envfile.check_writable(self.settings.env_file)
@@ -297,11 +297,13 @@ class Branches:
             self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
         # Alembic and the app's models take a while to import: do it while we wait on Neon.
         with _warming(self.settings.alembic_ini) as warm:
-            return self._start(full, renamed_from, warm)
+            return self._start(full, renamed_from, warm, parent or self.settings.neon.parent)
 
-    def _start(self, full: str, renamed_from: str | None, warm: threading.Thread) -> StartResult:
+    def _start(
+        self, full: str, renamed_from: str | None, warm: threading.Thread, parent_name: str
+    ) -> StartResult:
         branches = self.client.list_branches()
-        parent = self.require(self.settings.neon.parent, branches, literal=True)
+        parent = self.require(parent_name, branches, literal=True)
         branch = self.find(full, branches)
         created: CreatedBranch | None = None
         if branch is not None and (branch.default or branch.protected):
