@@ -13,10 +13,10 @@ from neonflow.cli.common import (
     ShowPasswordOpt,
     YesOpt,
     branches,
+    confirmed,
     handle_errors,
     show_url,
 )
-from neonflow.errors import UsageError
 
 app = typer.Typer(
     help="Create, inspect and retire the Neon branches of your features.",
@@ -154,8 +154,7 @@ def reset(name: NameArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
 
     Example: neonflow branch reset feature-x --yes
     """
-    if not output.confirm(f"Reset {name} from its parent? Its data will be lost.", yes):
-        raise UsageError("not confirmed: pass --yes to reset without a question")
+    confirmed(f"Reset {name} from its parent? Its data will be lost.", yes, "reset")
     result = branches().reset(name)
     if json:
         output.data(result.to_json())
@@ -189,8 +188,7 @@ def delete(name: NameArg, yes: YesOpt = False, json: JsonOpt = False) -> None:
 
     Example: neonflow branch delete feature-x --yes
     """
-    if not output.confirm(f"Delete branch {name}?", yes):
-        raise UsageError("not confirmed: pass --yes to delete without a question")
+    confirmed(f"Delete branch {name}?", yes, "delete")
     result = branches().delete(name)
     if json:
         output.data(result.to_json())
@@ -217,8 +215,7 @@ def promote(
     Example: neonflow branch promote feature-x --yes
     """
     what = "make it the default branch" if set_default else "migrate its parent and delete it"
-    if not output.confirm(f"Promote {name}: {what}?", yes):
-        raise UsageError("not confirmed: pass --yes to promote without a question")
+    confirmed(f"Promote {name}: {what}?", yes, "promote")
     result = branches().promote(name, set_default=set_default)
     if json:
         output.data(result.to_json())
@@ -253,8 +250,7 @@ def prune(
     preview = wf.prune(older_than, merged, dry_run=True)
     if not dry_run and preview.deleted:
         question = f"Delete {len(preview.deleted)} branches ({', '.join(preview.deleted)})?"
-        if not output.confirm(question, yes):
-            raise UsageError("not confirmed: pass --yes to prune without a question")
+        confirmed(question, yes, "prune")
     result = (
         preview if dry_run else wf.prune(older_than, merged, dry_run=False, only=preview.deleted)
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from neonflow.cli import output
-from neonflow.errors import NeonflowError
+from neonflow.errors import NeonflowError, UsageError
 
 if TYPE_CHECKING:
     from neonflow.config import Settings
@@ -50,6 +50,12 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def confirmed(question: str, yes: bool, verb: str) -> None:
+    """Go on with ``--yes`` or a "y" in a terminal; otherwise stop with a usage error."""
+    if not output.confirm(question, yes):
+        raise UsageError(f"not confirmed: pass --yes to {verb} without a question")
 
 
 def settings() -> Settings:

@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
-from neonflow.local.engine import ApiError, LocalNeon
+from neonflow.local.engine import ApiError, LocalNeon, refuse_point_in_time
 
 PROJECT = "/api/v2/projects/<project_id>"
 
@@ -150,12 +150,12 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/branches/<branch_id>/schema")
     def schema(branch_id: str) -> Response:
-        _no_point_in_time("lsn", "timestamp")
+        refuse_point_in_time(request.args, "lsn", "timestamp")
         return jsonify(neon.schema(branch_id, request.args.get("db_name")))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")
     def compare_schema(branch_id: str) -> Response:
-        _no_point_in_time("lsn", "timestamp", "base_lsn", "base_timestamp")
+        refuse_point_in_time(request.args, "lsn", "timestamp", "base_lsn", "base_timestamp")
         return jsonify(
             neon.compare_schema(
                 branch_id, request.args.get("db_name"), request.args.get("base_branch_id")
@@ -270,15 +270,6 @@ def _int_arg(name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ApiError(400, f"{name} must be an integer") from None
-
-
-def _no_point_in_time(*names: str) -> None:
-    if any(request.args.get(n) for n in names):
-        raise ApiError(
-            400,
-            "point-in-time comparisons (lsn, timestamp) are not available on the local Neon",
-            "FEATURE_NOT_SUPPORTED",
-        )
 
 
 class _Faults:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -61,6 +61,17 @@ class ApiError(Exception):
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found", "RESOURCE_NOT_FOUND")
+
+
+def refuse_point_in_time(values: Mapping[str, Any], *names: str) -> None:
+    """A 400 when any of ``names`` is given: one cluster keeps no history to go back to."""
+    given = [n for n in names if values.get(n)]
+    if given:
+        raise ApiError(
+            400,
+            f"point-in-time ({', '.join(given)}) is not available on the local Neon",
+            "FEATURE_NOT_SUPPORTED",
+        )
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -301,13 +312,7 @@ class LocalNeon:
         spec = body.get("branch") or {}
         if not isinstance(spec, dict):
             raise ApiError(400, "branch must be an object")
-        if spec.get("parent_lsn") or spec.get("parent_timestamp"):
-            raise ApiError(
-                400,
-                "point-in-time branching (parent_lsn, parent_timestamp) is not available "
-                "on the local Neon",
-                "FEATURE_NOT_SUPPORTED",
-            )
+        refuse_point_in_time(spec, "parent_lsn", "parent_timestamp")
         endpoints_spec = body.get("endpoints") or []
         if not isinstance(endpoints_spec, list):
             raise ApiError(400, "endpoints must be an array")
@@ -524,13 +529,7 @@ class LocalNeon:
         source_id = body.get("source_branch_id")
         if not isinstance(source_id, str) or not _NAME_PATTERN.match(source_id):
             raise ApiError(400, "source_branch_id is required")
-        if body.get("source_lsn") or body.get("source_timestamp"):
-            raise ApiError(
-                400,
-                "point-in-time restore (source_lsn, source_timestamp) is not available "
-                "on the local Neon",
-                "FEATURE_NOT_SUPPORTED",
-            )
+        refuse_point_in_time(body, "source_lsn", "source_timestamp")
         if source_id == branch_id:
             raise ApiError(
                 400, "restoring a branch from itself needs source_lsn or source_timestamp"
