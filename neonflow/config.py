@@ -13,7 +13,7 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     AliasChoices,
@@ -32,6 +32,9 @@ from pydantic_settings import (
 )
 
 from neonflow.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from neonflow.appenv import AppVariables
 
 CONFIG_FILE = "neonflow.toml"
 NEON_CLOUD_API = "https://console.neon.tech/api/v2"
@@ -62,12 +65,33 @@ class NeonSettings(_Section):
 
 
 class AppSettings(_Section):
-    env_file: str = "sample_app/.env"
+    env_file: str = ".env"
     env_var: str = Field(default="DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Several variables instead of one URL: name -> template over {url}, {host}, {port}, …
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        from neonflow import appenv
+
+        if value:
+            appenv.validate(value)
+        return value
+
+    @property
+    def variables(self) -> AppVariables:
+        from neonflow.appenv import AppVariables
+
+        return AppVariables(dict(self.env)) if self.env else AppVariables.single(self.env_var)
 
 
 class MigrationSettings(_Section):
-    alembic_ini: str = "sample_app/alembic.ini"
+    alembic_ini: str = "alembic.ini"
+    # The folder Alembic runs from (where you type `alembic`); default: the ini's folder.
+    cwd: str = ""
+    # A Flask-Migrate app: "package.module:app" or "package.module:create_app()".
+    flask_app: str = ""
     # A PostgreSQL duration: it goes into the connection's options, so nothing else may.
     lock_timeout: str = Field(default="5s", pattern=r"^\d+(us|ms|s|min|h|d)?$")
 
@@ -202,6 +226,10 @@ class Settings(BaseSettings):
     @property
     def alembic_ini(self) -> Path:
         return self.path(self.migrations.alembic_ini)
+
+    @property
+    def migrations_cwd(self) -> Path | None:
+        return self.path(self.migrations.cwd) if self.migrations.cwd else None
 
 
 # The TOML source needs the file path at construction time; settings_customise_sources is a

@@ -88,3 +88,14 @@ def check_writable(path: Path) -> None:
 
 def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def read_vars(path: Path, names: list[str]) -> dict[str, str | None]:
+    """Each of ``names`` as :func:`read_var` reads it."""
+    return {name: read_var(path, name) for name in names}
+
+
+def set_vars(path: Path, values: dict[str, str]) -> None:
+    """Set each of ``values`` (one variable after the other; each write is atomic)."""
+    for name, value in values.items():
+        set_var(path, name, value)

@@ -4,6 +4,7 @@
 
     NeonflowError                 exit code
     ├── ConfigError                   2   broken neonflow.toml, unknown key, bad value
+    │   └── EnvPyError                2   the project's env.py failed (not a revision)
     ├── UsageError                    2   bad input: an invalid branch name, a refused operation
     │   └── RefusedError              3   the default or a protected branch, a branch with children
     ├── NeonAPIError                  4   the Neon API answered with an error
@@ -16,7 +17,9 @@
     │   └── OperationFailedError      4   an operation ended failed / error / cancelled
     ├── NetworkError                  7   the API could not be reached, or a request timed out
     ├── MigrationError                8   an Alembic revision failed
+    │   └── RevisionLoadError         8   a revision file could not be loaded
     ├── LocalNeonError                9   the local Neon could not start or answer
+    ├── WrongTargetError             14   env.py reached another database than the one meant
     └── CheckFailed                       ``neonflow check`` found problems (details in the report)
         ├── CheckRefused              2   several heads, or the base is not in the history
         ├── MigrationFailed          10   a revision failed on the throw-away branch
@@ -38,6 +41,10 @@ class NeonflowError(Exception):
 
 class ConfigError(NeonflowError):
     exit_code = 2
+
+
+class EnvPyError(ConfigError):
+    """The project's ``env.py`` failed before any revision ran (import, settings, app context)."""
 
 
 class UsageError(NeonflowError):
@@ -118,9 +125,27 @@ class MigrationError(NeonflowError):
 
     exit_code = 8
 
-    def __init__(self, message: str, *, revision: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: str | None = None,
+        database_error: dict[str, str | None] | None = None,
+    ) -> None:
         super().__init__(message)
         self.revision = revision
+        # PostgreSQL's error behind it: message, statement, sqlstate, detail, hint.
+        self.database_error = database_error
+
+
+class RevisionLoadError(MigrationError):
+    """A revision file cannot be imported (SyntaxError, ImportError): nothing was run."""
+
+
+class WrongTargetError(NeonflowError):
+    """The interlock: env.py's connection does not reach the database neonflow means."""
+
+    exit_code = 14
 
 
 class LocalNeonError(NeonflowError):
@@ -176,5 +201,6 @@ EXIT_CODES: dict[int, str] = {
     11: "neonflow check: the models and the migrations differ (alembic check)",
     12: "neonflow check: a downgrade failed, or the upgrade after it",
     13: "neonflow check: squawk found a rule listed in [check] fail_on",
+    14: "env.py connects to another database than the branch meant; nothing was run",
     130: "interrupted (Ctrl-C)",
 }

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -35,6 +32,8 @@ from neonflow.urls import same_database
 from neonflow.workflow import names
 
 if TYPE_CHECKING:
+    from neonflow.migrations import Project
+    from neonflow.migrations.runner import Runner
     from neonflow.neon import Branch, CreatedBranch, NeonClient
 
 Progress = Callable[[str], None]
@@ -153,6 +152,7 @@ class StatusResult(Result):
     revision: list[str] | None
     head: list[str]
     at_head: bool | None
+    problem: str | None = None  # why the head could not be read (a broken revision file)
 
 
 def with_lock_timeout(url: str, lock_timeout: str) -> str:
@@ -172,6 +172,36 @@ class Branches:
         self.settings = settings
         self.client = client
         self.progress = progress
+        self._project: Project | None = None
+
+    @property
+    def project(self) -> Project:
+        """The Alembic project (its ini must exist: a ConfigError otherwise)."""
+        if self._project is None:
+            from neonflow.migrations import Project
+
+            self._project = Project.from_settings(self.settings)
+        return self._project
+
+    def runner(self) -> Runner:
+        """An Alembic process for one target, warming up at once (see migrations.runner)."""
+        from neonflow.migrations.runner import Runner
+
+        return Runner(self.project)
+
+    def preflight(self) -> None:
+        """Refuse, before any branch exists, what the migrations cannot do: a revision file
+        that does not compile, several heads."""
+        heads = self.project.preflight()
+        if heads is not None and len(heads) > 1:
+            from neonflow.migrations import multiple_heads
+
+            raise multiple_heads(heads)
+
+    def migrate(self, runner: Runner, url: str, intended: str, **env: str) -> tuple[str, ...]:
+        """Upgrade the database at ``url`` to head; verified on neonflow's own connection."""
+        runner.target(url, intended, **env)
+        return runner.upgrade("heads").after
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -244,10 +274,18 @@ class Branches:
             return None
 
     def app_url(self) -> str | None:
-        return envfile.read_var(self.settings.env_file, self.settings.app.env_var)
+        """The URL the app's env file points at (through ``[app.env]`` when set)."""
+        variables = self.settings.app.variables
+        return variables.url(envfile.read_vars(self.settings.env_file, variables.names))
 
     def point_app(self, url: str) -> None:
-        envfile.set_var(self.settings.env_file, self.settings.app.env_var, url)
+        """Write the app's variables for ``url``, keeping the driver its URL variable names."""
+        variables = self.settings.app.variables
+        try:
+            driver = self.project.url_driver()
+        except ConfigError:
+            driver = None
+        envfile.set_vars(self.settings.env_file, variables.values(url, driver))
 
     def wait_ready(self, branch: Branch) -> Branch:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -288,19 +326,15 @@ class Branches:
         full, renamed_from = self.full_name(name)
         # What would fail after the branch exists, checked before it does.
         envfile.check_writable(self.settings.env_file)
-        if not self.settings.alembic_ini.is_file():
-            raise ConfigError(
-                f"{self.settings.alembic_ini}: Alembic configuration not found "
-                "(set [migrations] alembic_ini in neonflow.toml)"
-            )
+        self.preflight()
         if renamed_from:
             self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
-        # Alembic and the app's models take a while to import: do it while we wait on Neon.
-        with _warming(self.settings.alembic_ini) as warm:
-            return self._start(full, renamed_from, warm, parent or self.settings.neon.parent)
+        # Alembic and what env.py imports load in their own process while we wait on Neon.
+        with self.runner() as runner:
+            return self._start(full, renamed_from, runner, parent or self.settings.neon.parent)
 
     def _start(
-        self, full: str, renamed_from: str | None, warm: threading.Thread, parent_name: str
+        self, full: str, renamed_from: str | None, runner: Runner, parent_name: str
     ) -> StartResult:
         branches = self.client.list_branches()
         parent = self.require(parent_name, branches, literal=True)
@@ -337,16 +371,14 @@ class Branches:
             branch = self.wait_ready(branch)
         url = self.created_url(created) or self.url(branch)
         self.point_app(url)
-        self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
+        label = self.settings.app.variables.label
+        self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
         self.progress("running alembic upgrade head")
-        # Two threads importing one package at once can see it half-initialised: let the
-        # warm-up finish first (what it has not imported yet, the upgrade would import anyway).
-        warm.join()
         try:
-            revision = self._migrate(url)
+            revision = self.migrate(runner, url, f"branch {full}")
         except MigrationError as exc:
-            raise MigrationError(
-                f"{exc}; branch {full} is kept and the app points at it: fix the migration "
+            raise type(exc)(
+                f"{exc}; branch {full} is kept and the app points at it: fix it "
                 "and run `neonflow branch start` again",
                 revision=exc.revision,
             ) from None
@@ -357,7 +389,7 @@ class Branches:
             created=created is not None,
             database_url=url,
             env_file=str(self.settings.env_file),
-            env_var=self.settings.app.env_var,
+            env_var=self.settings.app.variables.label,
             revision=list(revision),
             expires_at=rfc3339_or_none(branch.expires_at),
             renamed_from=renamed_from,
@@ -430,11 +462,6 @@ class Branches:
             return created.connection_uris[0].connection_uri
         return None
 
-    def _migrate(self, url: str) -> tuple[str, ...]:
-        from neonflow import migrations
-
-        return migrations.upgrade(self.settings.alembic_ini, url)
-
     # -- switch, reset, diff, connection string ---------------------------------------------
 
     def switch(self, name: str) -> SwitchResult:
@@ -448,12 +475,14 @@ class Branches:
         branch = self.require(name, branches)
         self._refuse_precious(branch, "reset")
         parent = self.parent_of(branch, branches)
-        self.progress(f"resetting {branch.name} from {parent.name}")
-        restored = self.client.restore_branch(branch.id, parent.id)
-        self.client.wait_for_operations(restored.operations)
-        self.wait_ready(self.client.get_branch(branch.id))
-        self.progress("running alembic upgrade head")
-        revision = self._migrate(self.url(branch))
+        self.preflight()
+        with self.runner() as runner:
+            self.progress(f"resetting {branch.name} from {parent.name}")
+            restored = self.client.restore_branch(branch.id, parent.id)
+            self.client.wait_for_operations(restored.operations)
+            self.wait_ready(self.client.get_branch(branch.id))
+            self.progress("running alembic upgrade head")
+            revision = self.migrate(runner, self.url(branch), f"branch {branch.name}")
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
 
     def diff(self, name: str) -> DiffResult:
@@ -506,21 +535,17 @@ class Branches:
             self._refuse_parent(branch, branches, "promote (and then delete)")
         if set_default:
             return self._promote_set_default(branch, parent)
-        from neonflow import migrations
+        from neonflow.migrations import database, multiple_heads, scripts
 
-        ini = self.settings.alembic_ini
-        heads = migrations.heads(ini)
+        heads = scripts.heads(self.project)
         if len(heads) != 1:
-            raise RefusedError(
-                f"the migrations have {len(heads)} heads ({', '.join(heads)}); "
-                "merge them (alembic merge heads) before promoting"
-            )
+            raise multiple_heads(heads)
         parent_url = self.url(parent)
         # Everything that could fail once the parent is migrated is read before it is.
         pointed = same_database(self.app_url(), self.url_or_none(branch))
-        before = migrations.current(parent_url)
+        before = database.current(parent_url)
         for revision in before:
-            if not migrations.is_ancestor(ini, revision):
+            if not scripts.is_ancestor(self.project, revision):
                 raise RefusedError(
                     f"parent {parent.name!r} is at revision {revision}, which is not in this "
                     "branch's migration history (someone else migrated the parent): merge their "
@@ -534,7 +559,14 @@ class Branches:
             self.progress(f"running alembic upgrade head on {parent.name}")
             started = time.monotonic()
             lock_timeout = self.settings.migrations.lock_timeout
-            after = migrations.upgrade(ini, with_lock_timeout(parent_url, lock_timeout))
+            with self.runner() as runner:
+                # PGOPTIONS reaches libpq drivers whatever env.py builds its URL from.
+                after = self.migrate(
+                    runner,
+                    with_lock_timeout(parent_url, lock_timeout),
+                    f"the parent branch {parent.name}",
+                    PGOPTIONS=f"-c lock_timeout={lock_timeout}",
+                )
             result.migrate_seconds = round(time.monotonic() - started, 3)
             result.parent_revision_after = list(after)
         else:
@@ -553,19 +585,27 @@ class Branches:
         name = f"{branch.name}-rehearsal-{secrets.token_hex(3)}"[-names.MAX_NAME :]
         self.progress(f"rehearsing the migrations on {name}, a fresh copy of {parent.name}")
         started = time.monotonic()
-        created = self.create_throwaway(name, parent, "rehearsal", self.expires_at(throwaway=True))
+        runner = self.runner()
+        try:
+            created = self.create_throwaway(
+                name, parent, "rehearsal", self.expires_at(throwaway=True)
+            )
+        except BaseException:
+            runner.close()
+            raise
         try:
             self.client.wait_for_operations(created.operations)
             url = self.created_url(created) or self.url(created.branch)
             try:
-                self._migrate(url)
+                self.migrate(runner, url, f"the rehearsal branch {name}")
             except MigrationError as exc:
-                raise MigrationError(
+                raise type(exc)(
                     f"rehearsal on a copy of {parent.name} failed "
                     f"({parent.name} is untouched): {exc}",
                     revision=exc.revision,
                 ) from None
         finally:
+            runner.close()
             self.delete_quietly(name)
         return round(time.monotonic() - started, 3)
 
@@ -652,12 +692,17 @@ class Branches:
         return rows
 
     def status(self) -> StatusResult:
-        from neonflow import migrations
+        from neonflow.errors import RevisionLoadError
+        from neonflow.migrations import scripts
 
         app_url = self.app_url()
-        head = list(migrations.heads(self.settings.alembic_ini))
+        problem = None
+        try:
+            head = list(scripts.heads(self.project))
+        except RevisionLoadError as exc:
+            head, problem = [], str(exc)
         result = StatusResult(
-            str(self.settings.env_file), app_url, None, None, None, None, None, head, None
+            str(self.settings.env_file), app_url, None, None, None, None, None, head, None, problem
         )
         if app_url is None:
             return result
@@ -671,33 +716,16 @@ class Branches:
                 result.expires_at = rfc3339_or_none(branch.expires_at)
                 break
         result.revision = _revision(app_url)
-        if result.revision is not None:
+        if result.revision is not None and problem is None:
             result.at_head = set(result.revision) == set(head)
         return result
 
 
-@contextmanager
-def _warming(ini: Path) -> Iterator[threading.Thread]:
-    """A thread importing what the migrations will need; joined on the way out, whatever happens."""
-
-    def prewarm() -> None:
-        from neonflow import migrations
-
-        migrations.prewarm(ini)
-
-    thread = threading.Thread(target=prewarm, daemon=True, name="prewarm")
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.join()
-
-
 def _revision(url: str) -> list[str] | None:
     """The Alembic revision of the database at ``url``, None when it cannot be read."""
-    from neonflow import migrations
+    from neonflow.migrations import database
 
     try:
-        return list(migrations.current(url))
+        return list(database.current(url))
     except Exception:  # an unreachable branch shows as unknown in a listing, it does not fail it
         return None

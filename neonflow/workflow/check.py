@@ -52,6 +52,7 @@ from neonflow.errors import (
     MigrationFailed,
     NeonflowError,
     NotReversible,
+    RevisionLoadError,
 )
 from neonflow.times import rfc3339_or_none
 from neonflow.workflow import lint as squawk_lint
@@ -63,6 +64,8 @@ from neonflow.workflow.branches import (
 if TYPE_CHECKING:
     from alembic.script import Script
 
+    from neonflow.migrations import Project
+    from neonflow.migrations.runner import Runner
     from neonflow.neon import Branch, NeonClient
 
 Progress = Callable[[str], None]
@@ -75,6 +78,7 @@ BOOKKEEPING = "alembic_version"
 # decides the exit code.
 FAILURES: dict[str, type[CheckFailed]] = {
     "refused": CheckRefused,
+    "error": CheckFailed,  # what stopped the check (env.py, the network…): its own exit code
     "migration": MigrationFailed,
     "drift": DriftDetected,
     "irreversible": NotReversible,
@@ -101,13 +105,14 @@ STAGES = (
 class Finding:
     """One thing the check found; ``severity`` "error" fails the check, "warning" does not."""
 
-    kind: str  # refused, migration, drift, irreversible, lint, schema, teardown
+    kind: str  # refused, error, migration, drift, irreversible, lint, schema, teardown
     severity: str
     message: str
     revision: str | None = None
     file: str | None = None
     rule: str | None = None
     detail: str | None = None  # the failing statement, the linted SQL, a diff
+    exit_code: int | None = None  # for an "error": the exit code of what stopped the check
 
 
 @dataclass
@@ -210,6 +215,9 @@ class CheckReport:
     @property
     def exit_code(self) -> int:
         failure = self.failure
+        if failure == "error":
+            first = next(f for f in self.errors if f.kind == "error")
+            return first.exit_code or CheckFailed.exit_code
         return FAILURES[failure].exit_code if failure else 0
 
     @property
@@ -227,7 +235,9 @@ class CheckReport:
         """Raise the CheckFailed kind of the first failing stage; return self when it passed."""
         failure = self.failure
         if failure is not None:
-            raise FAILURES[failure](f"check failed: {self.summary}")
+            error = FAILURES[failure](f"check failed: {self.summary}")
+            error.exit_code = self.exit_code
+            raise error
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -280,46 +290,57 @@ class Check:
         self.client = client
         self.progress = progress
         self.branches = Branches(settings, client, progress)
-        self.ini = settings.alembic_ini
+
+    @property
+    def project(self) -> Project:
+        return self.branches.project
 
     def run(self, base: str | None = None, keep: bool = False) -> CheckReport:
-        """Run every stage and return the report; the throw-away branch is gone afterwards."""
-        from neonflow import migrations
+        """Run every stage and return the report; the throw-away branch is gone afterwards.
 
+        Whatever stops the check (env.py, the network, the API) is in the report as an
+        ``error`` finding with its exit code, so every format carries the full story.
+        """
         started = time.monotonic()
         report = CheckReport()
-        heads = migrations.heads(self.ini)
+        try:
+            self._run(report, base, keep)
+        except NeonflowError as exc:
+            report.add("error", "error", str(exc), exit_code=exc.exit_code)
+        report.timings["total"] = _since(started)
+        return report
+
+    def _run(self, report: CheckReport, base: str | None, keep: bool) -> None:
+        from neonflow.migrations import database, scripts
+
+        try:
+            heads = scripts.heads(self.project)
+        except RevisionLoadError as exc:
+            report.add("migration", "error", str(exc), revision=exc.revision)
+            return
         base_branch = self.branches.require(base or self.settings.neon.parent, literal=True)
-        base_rev = migrations.current(self.branches.url(base_branch))
+        base_rev = database.current(self.branches.url(base_branch))
         report.base = BaseInfo(base_branch.name, base_branch.id, list(base_rev))
         report.head = ", ".join(heads) or None
         if self._refuse(report, heads, base_rev, base_branch):
-            report.timings["total"] = _since(started)
-            return report
+            return
         start = base_rev[0] if base_rev else None
-        path = migrations.path_between(self.ini, start, "heads")
+        path = scripts.path_between(self.project, start, "heads")
         report.revisions = [self._revision_report(script) for script in path]
         squawk = self._squawk() if report.revisions else None
         self._on_branch(report, base_branch, start, keep, squawk)
-        report.timings["total"] = _since(started)
-        return report
 
     # -- refusals --------------------------------------------------------------------------
 
     def _refuse(
         self, report: CheckReport, heads: tuple[str, ...], base_rev: tuple[str, ...], base: Branch
     ) -> bool:
-        from neonflow import migrations
+        from neonflow.migrations import multiple_heads, scripts
 
         if not heads:
-            report.add("refused", "error", f"{self.ini} has no migration: nothing to check")
+            report.add("refused", "error", f"{self.project.ini} has no migration: nothing to check")
         elif len(heads) > 1:
-            report.add(
-                "refused",
-                "error",
-                f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them "
-                "(alembic merge heads) and commit the merge revision",
-            )
+            report.add("refused", "error", str(multiple_heads(heads)))
         elif len(base_rev) > 1:
             report.add(
                 "refused",
@@ -327,7 +348,7 @@ class Check:
                 f"{base.name} is at several revisions ({', '.join(base_rev)}); "
                 "neonflow check needs a base at one revision",
             )
-        elif base_rev and not migrations.is_ancestor(self.ini, base_rev[0]):
+        elif base_rev and not scripts.is_ancestor(self.project, base_rev[0]):
             report.add(
                 "refused",
                 "error",
@@ -347,21 +368,24 @@ class Check:
         squawk_lint.validate_rules([*self.settings.check.fail_on, *self.settings.check.ignore], exe)
         return exe
 
-    def _lint(self, report: CheckReport, start: str | None, exe: Path | None) -> None:
-        from neonflow import migrations
-
+    def _lint(
+        self, report: CheckReport, start: str | None, exe: Path | None, runner: Runner
+    ) -> None:
         if not report.revisions or exe is None:
             return
         settings = self.settings.check
         self.progress("linting the migrations' SQL with squawk (while Neon makes the branch)")
         try:
-            sql = migrations.upgrade_sql(self.ini, start, "heads")
-        except Exception as exc:  # a revision that needs a live database cannot render --sql
+            runner.offline()
+            sql = runner.sql(start, "heads")
+        except NeonflowError as exc:  # a revision that needs a live database cannot render
             report.add(
                 "lint",
                 "warning",
-                f"lint skipped: Alembic could not render the SQL offline ({_one_line(exc)})",
+                f"lint could not run: Alembic could not render the SQL offline ({exc}); "
+                "the revisions were rehearsed on the branch all the same",
             )
+            report.stages["lint"] = "not rendered"
             return
         files = {r.revision: r.file for r in report.revisions}
         report.lint = squawk_lint.lint(sql, settings.fail_on, settings.ignore, files, exe)
@@ -385,49 +409,50 @@ class Check:
     ) -> None:
         name = check_branch_name(self.settings.root)
         report.branch = info = BranchInfo(name)
-        self.progress(f"creating branch {name}, a throw-away copy of {base.name}")
-        clock = time.monotonic()
-        created = self.branches.create_throwaway(
-            name, base, "check", self.branches.expires_at(throwaway=not keep)
-        )
-        branch = created.branch
-        info.id = branch.id
-        info.expires_at = rfc3339_or_none(branch.expires_at)
-        try:
-            # Linting needs no database: do it while Neon creates the branch.
-            with self._timed(report, "lint"):
-                self._lint(report, start, squawk)
-            self.client.wait_for_operations(created.operations)
-            url = self.branches.created_url(created) or self.branches.url(branch)
-            report.timings["create_branch"] = _since(clock)
-            report.stages["create_branch"] = "passed"
-            self._rehearse(report, base, branch, url, start)
-        finally:
-            if keep:
-                info.kept = True
-                report.stages["teardown"] = "kept"
-                self.progress(
-                    f"keeping branch {name} (--keep); when done: "
-                    f"neonflow branch delete {name} --yes"
-                )
-            else:
-                with self._timed(report, "teardown"):
-                    self._teardown(report, branch)
+        # Both Alembic processes warm up (imports) while Neon makes the branch.
+        with self.branches.runner() as runner, self.branches.runner() as offline:
+            self.progress(f"creating branch {name}, a throw-away copy of {base.name}")
+            clock = time.monotonic()
+            created = self.branches.create_throwaway(
+                name, base, "check", self.branches.expires_at(throwaway=not keep)
+            )
+            branch = created.branch
+            info.id = branch.id
+            info.expires_at = rfc3339_or_none(branch.expires_at)
+            try:
+                # Linting needs no database: do it while Neon creates the branch.
+                with self._timed(report, "lint"):
+                    self._lint(report, start, squawk, offline)
+                self.client.wait_for_operations(created.operations)
+                url = self.branches.created_url(created) or self.branches.url(branch)
+                report.timings["create_branch"] = _since(clock)
+                report.stages["create_branch"] = "passed"
+                runner.target(url, f"the throw-away branch {name}")
+                self._rehearse(report, base, branch, runner, start)
+            finally:
+                if keep:
+                    info.kept = True
+                    report.stages["teardown"] = "kept"
+                    self.progress(
+                        f"keeping branch {name} (--keep); when done: "
+                        f"neonflow branch delete {name} --yes"
+                    )
+                else:
+                    with self._timed(report, "teardown"):
+                        self._teardown(report, branch)
 
     def _rehearse(
-        self, report: CheckReport, base: Branch, branch: Branch, url: str, start: str | None
+        self, report: CheckReport, base: Branch, branch: Branch, runner: Runner, start: str | None
     ) -> None:
-        from neonflow import migrations
-
         with self._timed(report, "upgrade"):
-            upgraded = self._upgrade(report, url)
+            upgraded = self._upgrade(report, runner)
         report.stages["upgrade"] = "passed" if upgraded else "failed"
         if not upgraded:
             return  # the later stages need the branch at head
         self.progress("running alembic check at head")
         with self._timed(report, "alembic_check"):
             try:
-                report.drift = migrations.check(self.ini, url)
+                report.drift = runner.check()
             except MigrationError as exc:
                 report.add("drift", "error", f"alembic check could not run: {exc}")
                 report.stages["alembic_check"] = "failed"
@@ -445,25 +470,20 @@ class Check:
             report.schema_diff = self._diff(branch, base)
         report.stages["schema_diff"] = "done"
         with self._timed(report, "round_trip"):
-            self._round_trip(report, base, branch, url, start)
+            self._round_trip(report, base, branch, runner, start)
         report.stages["round_trip"] = report.round_trip.status
 
-    def _upgrade(self, report: CheckReport, url: str) -> bool:
-        from neonflow import migrations
-
+    def _upgrade(self, report: CheckReport, runner: Runner) -> bool:
         if not report.revisions:
             self.progress("the base is already at head: no revision to apply")
             return True
         by_id = {r.revision: r for r in report.revisions}
-        recorder = _Recorder(by_id, _relations(url))
         self.progress(
             f"upgrading {plural(len(report.revisions), 'revision')} on the branch, "
             "one transaction each"
         )
         try:
-            migrations.upgrade(
-                self.ini, url, "heads", on_step=recorder, transaction_per_migration=True
-            )
+            done = runner.upgrade("heads", stats=True)
         except MigrationError as exc:
             failed = by_id.get(exc.revision or "")
             error = _db_error(exc)
@@ -481,13 +501,23 @@ class Check:
                 detail=error.statement,
             )
             return False
+        for revision, stats in done.stats.items():
+            applied = by_id.get(revision)
+            if applied is None:
+                continue
+            applied.status = "applied"
+            applied.seconds = stats["seconds"]
+            applied.locks = [Lock(**lock) for lock in stats["locks"]]
+            applied.rows = [RowCounts(**row) for row in stats["rows"]]
+            applied.rewritten = list(stats["rewritten"])
+        for rev in report.revisions:
+            if rev.status == "pending":
+                rev.status = "applied"  # verified at head on neonflow's own connection
         return True
 
     def _round_trip(
-        self, report: CheckReport, base: Branch, branch: Branch, url: str, start: str | None
+        self, report: CheckReport, base: Branch, branch: Branch, runner: Runner, start: str | None
     ) -> None:
-        from neonflow import migrations
-
         trip = report.round_trip
         if not report.revisions:
             return
@@ -495,7 +525,7 @@ class Check:
         trip.downgraded_to = target
         self.progress(f"round trip: downgrading to {target}, then upgrading to head again")
         try:
-            migrations.downgrade(self.ini, url, target)
+            runner.downgrade(target)
         except MigrationError as exc:
             trip.status, trip.failed_revision = "failed", exc.revision
             rev = next((r for r in report.revisions if r.revision == exc.revision), None)
@@ -518,7 +548,7 @@ class Check:
                 detail=trip.leftover_diff,
             )
         try:
-            migrations.upgrade(self.ini, url, "heads")
+            runner.upgrade("heads")
         except MigrationError as exc:
             trip.status, trip.failed_revision = "failed", exc.revision
             rev = next((r for r in report.revisions if r.revision == exc.revision), None)
@@ -572,7 +602,7 @@ class Check:
         )
 
     def _relative(self, path: Path) -> str:
-        for root in (self.settings.root, Path.cwd(), self.ini.parent):
+        for root in (self.settings.root, Path.cwd(), self.project.ini.parent):
             try:
                 return str(path.resolve().relative_to(root.resolve()))
             except ValueError:
@@ -586,120 +616,6 @@ class Check:
             yield
         finally:
             report.timings[stage] = _since(clock)
-
-
-# -- what a revision does, read from PostgreSQL inside its transaction ----------------------------
-
-_RELATIONS = """
-SELECT c.oid::bigint, n.nspname, c.relname, c.relkind::text, c.relfilenode::bigint
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
-"""
-_LOCKS = """
-SELECT l.relation::bigint, n.nspname, c.relname, c.relkind::text, l.mode
-FROM pg_locks l
-LEFT JOIN pg_class c ON c.oid = l.relation
-LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-"""
-_ROWS = """
-SELECT schemaname, relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_xact_user_tables
-WHERE n_tup_ins > 0 OR n_tup_upd > 0 OR n_tup_del > 0
-"""
-_ELAPSED = "SELECT extract(epoch FROM clock_timestamp() - transaction_timestamp())::float8"
-
-# PostgreSQL's table lock modes, weakest first, and what each blocks while it is held.
-LOCK_MODES: dict[str, str] = {
-    "AccessShareLock": "only ACCESS EXCLUSIVE (DDL)",
-    "RowShareLock": "EXCLUSIVE and ACCESS EXCLUSIVE",
-    "RowExclusiveLock": "SHARE and stronger (DDL, CREATE INDEX)",
-    "ShareUpdateExclusiveLock": "schema changes and VACUUM",
-    "ShareLock": "writes",
-    "ShareRowExclusiveLock": "writes",
-    "ExclusiveLock": "writes (reads go on)",
-    "AccessExclusiveLock": "reads and writes",
-}
-_STRENGTH = {mode: rank for rank, mode in enumerate(LOCK_MODES)}
-
-Relation = tuple[str, str, str, int]  # schema, name, relkind, relfilenode
-
-
-def _display(schema: str, name: str) -> str:
-    return name if schema == "public" else f"{schema}.{name}"
-
-
-def _relations(url: str) -> dict[int, Relation]:
-    from neonflow import migrations
-
-    with migrations.connect(url) as conn:
-        return _read_relations(conn)
-
-
-def _read_relations(conn: Any) -> dict[int, Relation]:
-    rows = conn.exec_driver_sql(_RELATIONS).fetchall()
-    return {int(oid): (schema, name, kind, int(node)) for oid, schema, name, kind, node in rows}
-
-
-class _Recorder:
-    """Alembic's ``on_version_apply``: reads, inside the revision's transaction before it
-    commits, what the revision did."""
-
-    def __init__(self, revisions: dict[str, RevisionReport], base: dict[int, Relation]) -> None:
-        self.revisions = revisions
-        self.base = base  # the relations as they are on the base
-        self.previous = base  # ... and as they were before the current revision
-
-    def __call__(self, *, ctx: Any, step: Any, **_: Any) -> None:
-        conn = ctx.connection
-        seconds = float(conn.exec_driver_sql(_ELAPSED).scalar() or 0.0)
-        now = _read_relations(conn)
-        locks = self._locks(conn.exec_driver_sql(_LOCKS).fetchall())
-        rows = [
-            RowCounts(_display(schema, name), int(ins), int(upd), int(dele))
-            for schema, name, ins, upd, dele in conn.exec_driver_sql(_ROWS).fetchall()
-            if name != BOOKKEEPING
-        ]
-        rewritten = sorted(
-            _display(schema, name)
-            for oid, (schema, name, kind, node) in self.previous.items()
-            if oid in self.base and kind in ("r", "m") and oid in now and now[oid][3] != node
-        )
-        self.previous = now
-        for revision in step.up_revision_ids:
-            report = self.revisions.get(revision)
-            if report is None:
-                continue
-            report.status = "applied"
-            report.seconds = round(seconds, 4)
-            report.locks, report.rows, report.rewritten = (
-                locks,
-                sorted(rows, key=lambda r: r.table),
-                rewritten,
-            )
-
-    def _locks(self, rows: list[Any]) -> list[Lock]:
-        strongest: dict[int, tuple[str, str]] = {}
-        for oid, schema, name, kind, mode in rows:
-            oid = int(oid)
-            if name is None:  # dropped in this transaction: name it as it was
-                if oid not in self.previous:
-                    continue
-                schema, name, kind, _ = self.previous[oid]
-            if kind not in ("r", "p", "m") or schema == "information_schema":
-                continue
-            if str(schema).startswith("pg_") or name == BOOKKEEPING:
-                continue
-            label = _display(schema, name)
-            if oid not in strongest or _STRENGTH.get(mode, -1) > _STRENGTH.get(
-                strongest[oid][1], -1
-            ):
-                strongest[oid] = (label, mode)
-        locks = [
-            Lock(label, mode, LOCK_MODES.get(mode, "?"), oid in self.base)
-            for oid, (label, mode) in strongest.items()
-        ]
-        return sorted(locks, key=lambda lock: (not lock.existing, -_STRENGTH.get(lock.mode, -1)))
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -766,26 +682,16 @@ def _significant(line: str) -> bool:
     return bool(text) and not text.startswith(("SET ", "--", "SELECT pg_catalog.set_config"))
 
 
-def _db_error(exc: BaseException) -> DbError:
+def _db_error(exc: MigrationError) -> DbError:
     """PostgreSQL's error behind a MigrationError: the statement, SQLSTATE, detail and hint."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        statement = getattr(cause, "statement", None)
-        orig = getattr(cause, "orig", None)
-        if isinstance(statement, str) and orig is not None:
-            diag = getattr(orig, "diag", None)
-            primary = getattr(diag, "message_primary", None) or _one_line(orig)
-            return DbError(
-                message=str(primary),
-                statement=statement.strip(),
-                sqlstate=getattr(orig, "sqlstate", None),
-                detail=getattr(diag, "message_detail", None),
-                hint=getattr(diag, "message_hint", None),
-            )
-        cause = cause.__cause__ or cause.__context__
-    return DbError(message=str(exc))
+    found = exc.database_error or {}
+    return DbError(
+        message=str(found.get("message") or exc),
+        statement=found.get("statement"),
+        sqlstate=found.get("sqlstate"),
+        detail=found.get("detail"),
+        hint=found.get("hint"),
+    )
 
 
 def _one_line(exc: object) -> str:

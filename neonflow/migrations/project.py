@@ -1,0 +1,261 @@
+"""The user's Alembic project as it is: its ini, the folder it runs from, Flask-Migrate, drivers.
+
+Nothing here imports Alembic: ``branch start`` reads what it needs before creating a branch
+(the ini, the revision files' syntax and heads) in milliseconds, and leaves Alembic itself to the
+Alembic process (:mod:`neonflow.migrations.runner`).
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neonflow import appenv, envfile
+from neonflow.appenv import AppVariables
+from neonflow.errors import ConfigError, RevisionLoadError, UsageError
+
+# ``alembic init`` writes this placeholder into sqlalchemy.url.
+_PLACEHOLDER = re.compile(r"^driver://")
+_REVISION_FILE = re.compile(r"^(?!\.#|__init__).*\.py$")
+_SEPARATORS = {"os": os.pathsep, "space": " ", "newline": "\n", ";": ";", ":": ":"}
+
+
+@dataclass
+class Project:
+    """Where and how Alembic runs for this project (see ``[migrations]``)."""
+
+    ini: Path
+    cwd: Path
+    root: Path  # neonflow.toml's folder: modules under it (outside a venv) are the project's
+    variables: AppVariables
+    env_file: Path
+    flask_app: str | None = None
+    flask_migrate: bool = False
+    options: dict[str, str] = field(default_factory=dict)  # the ini's [alembic] section
+
+    @classmethod
+    def from_settings(cls, settings: object) -> Project:
+        from neonflow.config import Settings
+
+        assert isinstance(settings, Settings)
+        ini = settings.alembic_ini
+        if not ini.is_file():
+            raise ConfigError(
+                f"{ini}: Alembic configuration not found (set [migrations] alembic_ini in "
+                "neonflow.toml, or run `neonflow init`)"
+            )
+        options = read_ini(ini)
+        flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
+        # Flask-Migrate runs from the folder holding migrations/ (where `flask db` is typed).
+        default_cwd = ini.parent.parent if flask_migrate else ini.parent
+        cwd = (settings.migrations_cwd or default_cwd).resolve()
+        if not cwd.is_dir():
+            raise ConfigError(f"{cwd}: [migrations] cwd is not a folder")
+        flask_app = settings.migrations.flask_app or None
+        if flask_migrate and flask_app is None:
+            flask_app = _flask_app_from_env(cwd)
+            if flask_app is None:
+                raise ConfigError(
+                    f"{ini.parent} is a Flask-Migrate folder but no FLASK_APP is set "
+                    f"(in .flaskenv or .env in {cwd}): set [migrations] flask_app = "
+                    '"package.module:create_app()" in neonflow.toml'
+                )
+        if not flask_migrate and "script_location" not in options:
+            raise ConfigError(
+                f"{ini}: no script_location in [alembic] (and no env.py beside it for "
+                "Flask-Migrate): point [migrations] alembic_ini at your project's alembic.ini"
+            )
+        return cls(
+            ini=ini.resolve(),
+            cwd=cwd,
+            root=settings.root.resolve(),
+            variables=settings.app.variables,
+            env_file=settings.env_file,
+            flask_app=flask_app,
+            flask_migrate=flask_migrate,
+            options=options,
+        )
+
+    # -- where the scripts are -------------------------------------------------------------
+
+    @property
+    def script_dir(self) -> Path | None:
+        """The script folder (None for a ``package:path`` location, resolved by Alembic)."""
+        if self.flask_migrate:
+            return self.ini.parent
+        location = self.options.get("script_location", "")
+        if ":" in location and not Path(location).is_absolute() and not location[1:2] == ":":
+            return None
+        path = Path(location).expanduser()
+        return path if path.is_absolute() else self.cwd / path
+
+    def version_dirs(self) -> list[Path] | None:
+        """The folders holding revision files, as Alembic finds them (None if unsure)."""
+        script_dir = self.script_dir
+        if script_dir is None:
+            return None
+        locations = self.options.get("version_locations")
+        if not locations:
+            return [script_dir / "versions"]
+        separator = self.options.get("path_separator") or self.options.get("version_path_separator")
+        if separator:
+            parts = locations.split(_SEPARATORS.get(separator, separator))
+        else:
+            parts = re.split(r"[\s,]+", locations)
+        dirs = [Path(p.strip()).expanduser() for p in parts if p.strip()]
+        if any(":" in str(d) and not d.is_absolute() for d in dirs):
+            return None
+        return [d if d.is_absolute() else self.cwd / d for d in dirs]
+
+    def preflight(self) -> tuple[str, ...] | None:
+        """Check every revision file compiles and return the heads, without importing any.
+
+        Raises RevisionLoadError naming the file and line of a syntax error. Returns None when
+        the heads cannot be read off the files (the Alembic process then decides).
+        """
+        dirs = self.version_dirs()
+        if dirs is None:
+            return None
+        revisions: dict[str, tuple[str, ...]] = {}
+        known = True
+        for folder in dirs:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if not path.is_file() or not _REVISION_FILE.match(path.name):
+                    continue
+                revision, down = _read_revision(path)
+                if revision is None:
+                    known = False
+                    continue
+                revisions[revision] = down
+        if not known:
+            return None
+        referenced = {down for downs in revisions.values() for down in downs}
+        return tuple(sorted(r for r in revisions if r not in referenced))
+
+    # -- drivers ---------------------------------------------------------------------------
+
+    def app_url(self) -> str | None:
+        """The URL the app's env file points at now (read through ``[app.env]``)."""
+        return self.variables.url(envfile.read_vars(self.env_file, self.variables.names))
+
+    def url_driver(self) -> str | None:
+        """The driver the app's URL variable carries now, else the ini's (None: plain)."""
+        current = envfile.read_vars(self.env_file, self.variables.names)
+        for name, template in self.variables.templates.items():
+            if template.strip() == "{url}" and appenv.is_postgres(current.get(name)):
+                return appenv.driver_of(current.get(name))
+        return appenv.driver_of(self.options.get("sqlalchemy.url"))
+
+    def sqlalchemy_driver(self) -> str:
+        """The driver for ``sqlalchemy.url``: the project's own, psycopg 3 for a placeholder."""
+        ini_url = self.options.get("sqlalchemy.url", "")
+        for url in (ini_url, self.app_url_raw()):
+            driver = appenv.driver_of(url)
+            if driver:
+                return driver
+        if appenv.is_postgres(ini_url) and importlib.util.find_spec("psycopg2") is not None:
+            return "psycopg2"  # a bare postgresql:// means psycopg2 to SQLAlchemy
+        return "psycopg"
+
+    def app_url_raw(self) -> str | None:
+        current = envfile.read_vars(self.env_file, self.variables.names)
+        for name, template in self.variables.templates.items():
+            if template.strip() == "{url}":
+                return current.get(name)
+        return None
+
+    def placeholder(self) -> bool:
+        return bool(_PLACEHOLDER.match(self.options.get("sqlalchemy.url", "")))
+
+
+def read_ini(ini: Path) -> dict[str, str]:
+    """The ``[alembic]`` section with ``%(here)s`` expanded, as Alembic reads it."""
+    parser = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        parser.read(ini, encoding="utf-8")
+        if not parser.has_section("alembic"):
+            return {}
+        return {key: parser.get("alembic", key) for key in parser.options("alembic")}
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{ini}: not a valid Alembic ini: {_first_line(exc)}") from None
+
+
+def revision_id(path: Path) -> str | None:
+    """The ``revision = "…"`` a revision file declares, read without importing it."""
+    try:
+        return _read_revision(path)[0]
+    except RevisionLoadError:
+        match = re.search(r"^revision\b[^=]*=\s*['\"]([^'\"]+)", _text(path), re.MULTILINE)
+        return match[1] if match else None
+
+
+def multiple_heads(heads: tuple[str, ...] | list[str]) -> UsageError:
+    return UsageError(
+        f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them "
+        "(alembic merge heads) and commit the merge revision"
+    )
+
+
+def _read_revision(path: Path) -> tuple[str | None, tuple[str, ...]]:
+    source = _text(path)
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError as exc:
+        match = re.search(r"^revision\b[^=]*=\s*['\"]([^'\"]+)", source, re.MULTILINE)
+        raise RevisionLoadError(
+            f"revision {match[1] if match else '?'} ({path.name}) could not be loaded: "
+            f"SyntaxError: {exc.msg}, line {exc.lineno}",
+            revision=match[1] if match else None,
+        ) from None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        target, value = None, None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+            try:
+                values[target.id] = ast.literal_eval(value) if value is not None else None
+            except ValueError:
+                values[target.id] = ...  # computed: let Alembic read it
+    revision, down = values.get("revision"), values.get("down_revision")
+    if not isinstance(revision, str) or down is ...:
+        return None, ()
+    if down is None:
+        return revision, ()
+    if isinstance(down, str):
+        return revision, (down,)
+    if isinstance(down, tuple | list) and all(isinstance(d, str) for d in down):
+        return revision, tuple(str(d) for d in down)
+    return None, ()
+
+
+def _flask_app_from_env(cwd: Path) -> str | None:
+    for name in (".flaskenv", ".env"):
+        try:
+            value = envfile.read_var(cwd / name, "FLASK_APP")
+        except ConfigError:
+            value = None
+        if value:
+            return value
+    return os.environ.get("FLASK_APP") or None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RevisionLoadError(f"revision file {path.name} could not be read: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

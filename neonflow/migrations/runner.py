@@ -1,0 +1,235 @@
+"""Alembic on the user's project, for one target database, in a process of its own.
+
+:class:`Runner` starts the Alembic process (:mod:`neonflow.migrations.worker`) at once, so that
+Alembic, SQLAlchemy and the packages env.py imports load while neonflow waits for Neon; the
+target comes later (:meth:`Runner.target`), then the commands. Around env.py, as the user runs
+``alembic`` from the ini's folder (or ``[migrations] cwd``): ``sqlalchemy.url`` set to the
+branch with the project's own driver, the app's variables exported (over what the shell has),
+Flask-Migrate's app created in its app context, and the configure hook with the interlock.
+Alembic's log lines go to a log file, shown with ``NEONFLOW_VERBOSE=1`` or ``NEONFLOW_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from neonflow import appenv
+from neonflow.errors import (
+    EnvPyError,
+    MigrationError,
+    NetworkError,
+    RevisionLoadError,
+    WrongTargetError,
+)
+from neonflow.migrations.project import Project, multiple_heads
+
+# Offline SQL needs the variables to exist, never to reach anything: `.invalid` never resolves.
+OFFLINE_URL = "postgresql://neonflow:offline@offline.invalid:5432/neondb"
+
+
+@dataclass
+class Upgraded:
+    """What an upgrade did, as read back on neonflow's own connection."""
+
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    heads: tuple[str, ...]
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def verbose() -> bool:
+    return bool(os.environ.get("NEONFLOW_VERBOSE") or os.environ.get("NEONFLOW_DEBUG"))
+
+
+class Runner:
+    """One Alembic process for one target database; use as a context manager."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.intended = "the target"
+        self._log: IO[bytes] | None = None if verbose() else tempfile.TemporaryFile()
+        read_fd, write_fd = os.pipe()
+        out: Any = self._log if self._log is not None else sys.stderr
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "neonflow.migrations.worker", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                pass_fds=(write_fd,),
+                cwd=project.cwd,
+                text=True,
+            )
+        finally:
+            os.close(write_fd)
+        self._replies = os.fdopen(read_fd, encoding="utf-8")
+        self._pending = 0
+        script_dir = project.script_dir
+        self._send(
+            {
+                "op": "project",
+                "ini": str(project.ini),
+                "cwd": str(project.cwd),
+                "roots": sorted({str(project.root), str(project.cwd)}),
+                "env_py": str(script_dir / "env.py") if script_dir else None,
+                "script_dir": str(script_dir) if script_dir else None,
+                "version_dirs": [str(d) for d in project.version_dirs() or []],
+                "flask_app": project.flask_app,
+                "flask_migrate": project.flask_migrate,
+            }
+        )
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=10)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            self._proc.kill()
+            self._proc.wait()
+        self._replies.close()
+        if self._log is not None:
+            self._log.close()
+
+    # -- the target ------------------------------------------------------------------------
+
+    def target(self, url: str, intended: str, **extra_env: str) -> None:
+        """Run on ``url`` (the branch neonflow means, named ``intended`` in messages), with the
+        app's variables and ``extra_env`` exported."""
+        self.intended = intended
+        values = {**self.project.variables.values(url, self.project.url_driver()), **extra_env}
+        sa_url = appenv.with_driver(url, self.project.sqlalchemy_driver())
+        self._call(
+            {
+                "op": "target",
+                "url": url,
+                "sqlalchemy_url": sa_url,
+                "env": values,
+                "intended": intended,
+            }
+        )
+
+    def offline(self) -> None:
+        """Render SQL only: variables and URL that lead nowhere, no connection allowed."""
+        self.intended = "offline SQL"
+        values = self.project.variables.values(OFFLINE_URL, self.project.url_driver())
+        self._call(
+            {
+                "op": "target",
+                "url": None,
+                "sqlalchemy_url": appenv.with_driver(OFFLINE_URL, "psycopg"),
+                "env": values,
+                "intended": self.intended,
+            }
+        )
+
+    # -- commands --------------------------------------------------------------------------
+
+    def upgrade(self, target: str = "heads", stats: bool = False) -> Upgraded:
+        """Upgrade to ``target`` and check the result on neonflow's own connection."""
+        reply = self._call({"op": "upgrade", "target": target, "stats": stats})
+        done = Upgraded(
+            tuple(reply["before"]), tuple(reply["after"]), tuple(reply["heads"]), reply["stats"]
+        )
+        if target in ("head", "heads") and set(done.after) != set(done.heads):
+            where = ", ".join(reply.get("pointed") or []) or "nowhere"
+            raise WrongTargetError(
+                f"after the upgrade {self.intended} is at {_revs(done.after)}, not at head "
+                f"{_revs(done.heads)} (env.py ran on {where}): the migrations did not land there; "
+                "if env.py opens a transaction of its own, it must commit it"
+            )
+        return done
+
+    def downgrade(self, target: str) -> tuple[str, ...]:
+        return tuple(self._call({"op": "downgrade", "target": target})["after"])
+
+    def check(self) -> list[str]:
+        """``alembic check``: the differences between the models and the migrated database."""
+        return list(self._call({"op": "check"})["drift"])
+
+    def sql(self, start: str | None, end: str = "heads") -> str:
+        """The SQL an upgrade from ``start`` to ``end`` runs (Alembic's offline mode)."""
+        return str(self._call({"op": "sql", "start": start, "end": end})["sql"])
+
+    # -- the conversation ------------------------------------------------------------------
+
+    def _send(self, request: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+        self._pending += 1
+
+    def _receive(self) -> dict[str, Any]:
+        line = self._replies.readline()
+        if not line:
+            raise self._died()
+        self._pending -= 1
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._send(request)
+        reply: dict[str, Any] = {}
+        while self._pending:
+            reply = self._receive()
+            if not reply.get("ok"):
+                # The replies to requests sent before this one still have to be read.
+                while self._pending:
+                    self._receive()
+                raise self._error(reply)
+        return reply
+
+    def _error(self, reply: dict[str, Any]) -> Exception:
+        kind, message = reply["kind"], reply["message"]
+        if kind == "target":
+            return WrongTargetError(
+                f"{message}. neonflow set sqlalchemy.url and exported "
+                f"{self.project.variables.label} for the run: if env.py reads the database from "
+                "elsewhere, name that variable in [app] env_var or [app.env], or set "
+                "[migrations] cwd so that its settings are found"
+            )
+        if kind == "load":
+            return RevisionLoadError(message, revision=reply.get("revision"))
+        if kind == "migration":
+            return MigrationError(
+                message, revision=reply.get("revision"), database_error=reply.get("database_error")
+            )
+        if kind == "heads":
+            return multiple_heads(reply.get("heads") or [])
+        if kind == "env_network":
+            return NetworkError(message)
+        if kind == "command":
+            return MigrationError(message)
+        return EnvPyError(message)
+
+    def _died(self) -> EnvPyError:
+        code = self._proc.wait()
+        tail = ""
+        if self._log is not None:
+            self._log.seek(0)
+            lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines()]
+            lines = [ln for ln in lines if ln]
+            tail = f": {lines[-1]}" if lines else ""
+        return EnvPyError(f"env.py failed: the Alembic process ended (exit code {code}){tail}")
+
+
+def _revs(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) or "(none)"

@@ -1,0 +1,468 @@
+"""The Alembic process: the project's env.py run for one target database, as ``alembic`` would.
+
+A fresh interpreter per target, so that nothing env.py caches (a settings object built at import,
+an engine, a Flask app, a logging setup) carries from one database to another, and nothing of the
+project leaks into neonflow. :mod:`neonflow.migrations.runner` starts it and sends one JSON
+request per line on stdin; each reply is one JSON line on the file descriptor given as argv[1]
+(env.py may print on stdout and log on stderr: both go to a log).
+
+Requests, in order: ``project`` (where to run; imports ahead of time what env.py will need),
+``target`` (the variables to export, the URL, neonflow's own connection with its marker), then
+any number of ``upgrade``, ``downgrade``, ``check`` and ``sql``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import sysconfig
+import traceback
+from pathlib import Path
+from typing import Any
+
+MARKER_LOCK = "SELECT pg_try_advisory_lock({key})"
+
+
+class Session:
+    def __init__(self) -> None:
+        self.project: dict[str, Any] = {}
+        self.target: dict[str, Any] = {}
+        self.own: Any = None  # neonflow's own connection to the target (autocommit)
+        self.marker: int | None = None
+        self.flask: Any = None
+
+    # -- requests --------------------------------------------------------------------------
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.pop("op")
+        try:
+            result = getattr(self, f"op_{op}")(**request)
+        except Exception as exc:
+            return self.failure(exc)
+        except SystemExit as exc:  # env.py called sys.exit()
+            return self.failure(RuntimeError(f"env.py called sys.exit({exc.code!r})"))
+        return {"ok": True, **(result or {})}
+
+    def op_project(self, **project: Any) -> dict[str, Any]:
+        self.project = project
+        os.chdir(project["cwd"])
+        _prewarm(Path(project["env_py"]) if project.get("env_py") else None, project["roots"])
+        return {}
+
+    def op_target(
+        self, url: str | None, sqlalchemy_url: str, env: dict[str, str], intended: str
+    ) -> dict[str, Any]:
+        from sqlalchemy import create_engine, pool, text
+
+        from neonflow.migrations import hook
+        from neonflow.migrations.database import MIGRATION_LOCK
+        from neonflow.migrations.database import sqlalchemy_url as own_url
+
+        os.environ.update(env)
+        self.target = {"url": url, "sqlalchemy_url": sqlalchemy_url, "intended": intended}
+        if url is not None:
+            args = {} if "connect_timeout=" in url else {"connect_timeout": 10}
+            engine = create_engine(
+                own_url(url),
+                poolclass=pool.NullPool,
+                isolation_level="AUTOCOMMIT",
+                connect_args=args,
+            )
+            try:
+                self.own = engine.connect()
+            except Exception as exc:
+                raise _Network(f"cannot connect to {intended}: {_reason(exc)}") from None
+            # Two neonflow commands on one database migrate it one after the other.
+            self.own.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            self.marker = hook.new_marker()
+            self.own.exec_driver_sql(MARKER_LOCK.format(key=self.marker))
+        if self.project.get("flask_app"):
+            self._flask_app()
+        return {}
+
+    def op_upgrade(self, target: str, stats: bool = False) -> dict[str, Any]:
+        from alembic import command
+
+        from neonflow.migrations import stats as statistics
+        from neonflow.migrations.database import heads_of
+
+        cfg, scripts = self._config()
+        heads = list(scripts.get_heads())
+        if len(heads) > 1:
+            raise _Failure("heads", "several heads", heads=heads)
+        before = heads_of(self.own)
+        recorder = statistics.Recorder(statistics.read_relations(self.own)) if stats else None
+        run = self._run(recorder, transaction_per_migration=stats)
+        self._alembic(run, scripts, lambda: command.upgrade(cfg, target), before)
+        after = heads_of(self.own, run.version_table, run.version_table_schema)
+        return {
+            "before": list(before),
+            "after": list(after),
+            "heads": heads,
+            "stats": recorder.revisions if recorder else {},
+            "pointed": run.pointed,
+        }
+
+    def op_downgrade(self, target: str) -> dict[str, Any]:
+        from alembic import command
+
+        from neonflow.migrations.database import heads_of
+
+        cfg, scripts = self._config()
+        before = heads_of(self.own)
+        run = self._run()
+        self._alembic(run, scripts, lambda: command.downgrade(cfg, target), before, "down")
+        return {"after": list(heads_of(self.own, run.version_table, run.version_table_schema))}
+
+    def op_check(self) -> dict[str, Any]:
+        from alembic import command
+        from alembic.util import AutogenerateDiffsDetected
+
+        from neonflow.migrations.database import heads_of
+
+        cfg, scripts = self._config()
+        run = self._run()
+        diffs: list[str] = []
+
+        def check() -> None:
+            try:
+                command.check(cfg)
+            except AutogenerateDiffsDetected as exc:
+                lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+                diffs.extend(lines or [str(exc)])
+
+        self._alembic(run, scripts, check, heads_of(self.own))
+        return {"drift": diffs}
+
+    def op_sql(self, start: str | None, end: str) -> dict[str, Any]:
+        from alembic import command
+
+        from neonflow.migrations import hook
+
+        cfg, scripts = self._config()
+        out = io.StringIO()
+        cfg.output_buffer = out
+        spec = f"{start}:{end}" if start else end
+        run = hook.Run(marker=None, intended="offline SQL")
+        self._alembic(run, scripts, lambda: command.upgrade(cfg, spec, sql=True), ())
+        return {"sql": out.getvalue()}
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _config(self) -> tuple[Any, Any]:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        ini = self.project["ini"]
+        if self.flask is not None and "migrate" in self.flask.extensions:
+            migrate = self.flask.extensions["migrate"].migrate
+            cfg = migrate.get_config(self.project["script_dir"])
+        else:
+            cfg = Config(ini)
+            if self.project.get("flask_migrate"):
+                cfg.set_main_option("script_location", self.project["script_dir"])
+        cfg.stdout = io.StringIO()
+        cfg.set_main_option("sqlalchemy.url", self.target["sqlalchemy_url"].replace("%", "%%"))
+        try:
+            scripts = ScriptDirectory.from_config(cfg)
+            scripts.get_heads()  # loads every revision file: a broken one is reported now
+        except Exception as exc:
+            raise _classified(exc, None, "load") from None
+        return cfg, scripts
+
+    def _run(self, recorder: Any = None, transaction_per_migration: bool = False) -> Any:
+        from neonflow.migrations import hook
+
+        run = hook.Run(
+            marker=self.marker,
+            intended=self.target["intended"],
+            transaction_per_migration=transaction_per_migration,
+        )
+        if recorder is not None:
+            run.callbacks.append(recorder)
+        applied: list[str] = []
+        run.callbacks.append(lambda *, step, **_: applied.extend(step.up_revision_ids))
+        run.applied = applied  # type: ignore[attr-defined]
+        return run
+
+    def _alembic(self, run: Any, scripts: Any, call: Any, before: Any, way: str = "up") -> None:
+        from neonflow.migrations import hook
+
+        try:
+            with hook.active(run):
+                call()
+        except Exception as exc:
+            raise _classified(exc, scripts, way, getattr(run, "applied", []), run) from None
+        if run.configured == 0:
+            raise _Failure("env", "env.py failed: it never called context.configure()")
+
+    def _flask_app(self) -> None:
+        from flask.cli import ScriptInfo
+
+        try:
+            app = ScriptInfo(app_import_path=self.project["flask_app"]).load_app()
+        except Exception as exc:
+            raise _Failure(
+                "env",
+                f"the Flask app {self.project['flask_app']!r} could not be loaded: {_reason(exc)}",
+            ) from None
+        app.app_context().push()
+        self.flask = app
+
+    def failure(self, exc: BaseException) -> dict[str, Any]:
+        if not isinstance(exc, _Failure):
+            exc = _classified(exc, None, "env")
+        return {"ok": False, "kind": exc.kind, "message": exc.message, **exc.extra}
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.extra = kind, message, extra
+
+
+class _Network(Exception):
+    pass
+
+
+def _classified(
+    exc: BaseException,
+    scripts: Any,
+    way: str,
+    applied: list[str] | None = None,
+    run: Any = None,
+) -> _Failure:
+    """What failed: the interlock, a revision (loading or running), Alembic, or env.py."""
+    from neonflow.migrations import hook
+
+    if isinstance(exc, _Failure):
+        return exc
+    if isinstance(exc, hook.WrongTarget):
+        return _Failure("target", str(exc))
+    if isinstance(exc, _Network):
+        return _Failure("env_network", str(exc))
+    frames = traceback.extract_tb(exc.__traceback__)
+    revision_frame = _revision_frame(exc, frames, scripts)
+    if revision_frame is not None:
+        path, line, function = revision_frame
+        from neonflow.migrations.project import revision_id
+
+        rev = revision_id(Path(path))
+        name = Path(path).name
+        if function == "<module>" or way == "load":
+            return _Failure(
+                "load",
+                f"revision {rev or '?'} ({name}) could not be loaded: {_reason(exc)}, line {line}",
+                revision=rev,
+            )
+        verb = "upgrade" if way == "up" else "downgrade"
+        return _Failure(
+            "migration",
+            f"revision {rev} ({name}) {verb} failed: {_reason(exc)}",
+            revision=rev,
+            database_error=_database_error(exc),
+        )
+    from alembic.util import CommandError
+
+    if isinstance(exc, CommandError):
+        return _Failure("command", f"alembic: {_reason(exc)}")
+    if applied:
+        # Something failed after revisions ran but outside any of them (a commit, a lost
+        # connection): name the first revision that did not complete.
+        return _Failure("migration", f"migration failed: {_reason(exc)}")
+    where = _env_py_line(frames)
+    kind = "env_network" if _is_network(exc) else "env"
+    return _Failure(kind, f"env.py failed: {_reason(exc)}{where}")
+
+
+def _revision_frame(
+    exc: BaseException, frames: traceback.StackSummary, scripts: Any
+) -> tuple[str, int, str] | None:
+    if isinstance(exc, SyntaxError) and exc.filename and _is_revision_file(exc.filename, scripts):
+        return exc.filename, exc.lineno or 0, "<module>"
+    found = None
+    for frame in frames:
+        if _is_revision_file(frame.filename, scripts):
+            found = (frame.filename, frame.lineno or 0, frame.name)
+    return found
+
+
+def _is_revision_file(filename: str, scripts: Any) -> bool:
+    path = Path(filename)
+    if path.name == "env.py" or path.suffix != ".py":
+        return False
+    dirs: list[str] = []
+    if scripts is not None:
+        dirs = [str(Path(d).resolve()) for d in scripts._version_locations]
+    else:
+        dirs = [str(Path(d).resolve()) for d in _version_dirs_guess()]
+    resolved = str(path.resolve())
+    return any(resolved.startswith(d + os.sep) for d in dirs)
+
+
+def _version_dirs_guess() -> list[str]:
+    # No ScriptDirectory yet (it failed to load): the project's own list.
+    return list(_PROJECT_VERSION_DIRS)
+
+
+_PROJECT_VERSION_DIRS: list[str] = []
+
+
+def _env_py_line(frames: traceback.StackSummary) -> str:
+    for frame in reversed(frames):
+        if Path(frame.filename).name == "env.py":
+            return f" (env.py line {frame.lineno})"
+    return ""
+
+
+def _is_network(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionError | TimeoutError | OSError) and not isinstance(
+            seen, FileNotFoundError | PermissionError
+        ):
+            return True
+        if isinstance(seen, OperationalError) or (
+            isinstance(seen, DBAPIError) and seen.connection_invalidated
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _database_error(exc: BaseException) -> dict[str, str | None] | None:
+    """PostgreSQL's error behind a failed revision: the statement, SQLSTATE, detail and hint."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        statement = getattr(cause, "statement", None)
+        orig = getattr(cause, "orig", None)
+        if isinstance(statement, str) and orig is not None:
+            diag = getattr(orig, "diag", None)
+            primary = getattr(diag, "message_primary", None) or _first_line(orig)
+            return {
+                "message": str(primary),
+                "statement": statement.strip(),
+                "sqlstate": getattr(orig, "sqlstate", None),
+                "detail": getattr(diag, "message_detail", None),
+                "hint": getattr(diag, "message_hint", None),
+            }
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    text = _first_line(cause)
+    name = type(cause).__name__
+    if isinstance(cause, SyntaxError):
+        return f"SyntaxError: {cause.msg}"
+    return text if text.startswith(name) or getattr(exc, "orig", None) else f"{name}: {text}"
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- imports ahead of time ------------------------------------------------------------------------
+
+
+def _prewarm(env_py: Path | None, roots: list[str]) -> None:
+    """Import Alembic, SQLAlchemy and the installed packages env.py uses, not the project's own.
+
+    The project's modules may read settings at import: they load only once the variables are
+    exported. Their own imports of installed packages are warmed too (one level down).
+    """
+    import alembic.command  # noqa: F401
+    import alembic.config  # noqa: F401
+    import sqlalchemy  # noqa: F401
+
+    if env_py is None or not env_py.is_file():
+        return
+    installed = _installed_paths()
+    queue = [env_py]
+    seen: set[Path] = set()
+    while queue:
+        source = queue.pop()
+        if source in seen or len(seen) > 20:
+            continue
+        seen.add(source)
+        for name in _imports(source):
+            try:
+                spec = importlib.util.find_spec(name.split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            origin = spec.origin if spec is not None else None
+            if origin is None or origin in ("built-in", "frozen"):
+                continue
+            path = Path(origin).resolve()
+            if _under(path, installed) or not any(_under(path, [Path(r)]) for r in roots):
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: S112 - the real run reports whatever is wrong
+                    continue
+            else:
+                project_spec = _find_spec_quietly(name)
+                if project_spec is not None and project_spec.origin:
+                    queue.append(Path(project_spec.origin))
+
+
+def _find_spec_quietly(name: str) -> Any:
+    # find_spec of a submodule imports its parents: only look up top-level project files.
+    if "." in name:
+        return None
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def _imports(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def _installed_paths() -> list[Path]:
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return [Path(p).resolve() for p in paths]
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
+def main() -> None:
+    replies = os.fdopen(int(sys.argv[1]), "w", encoding="utf-8")
+    session = Session()
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("op") == "project":
+            _PROJECT_VERSION_DIRS[:] = request.get("version_dirs") or []
+        reply = session.handle(request)
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    main()
