@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` atomically (temporary file + rename) with mode 0600."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -15,7 +15,7 @@ def write_private(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

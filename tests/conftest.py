@@ -110,3 +110,32 @@ def project(tmp_path: Path, local_neon: LocalNeonInfo, monkeypatch: pytest.Monke
         if name.startswith("NEONFLOW_") or name in ("NEON_API_KEY", "DATABASE_URL"):
             monkeypatch.delenv(name)
     return root
+
+
+def _runner(ini: Path) -> Any:
+    from neonflow.migrations import Project
+    from neonflow.migrations.runner import Runner
+
+    settings = load_settings(
+        config_file=None,
+        root=ini.parent,
+        migrations={"alembic_ini": str(ini)},
+        app={"env_file": str(ini.parent / ".no-env-file")},
+    )
+    return Runner(Project.from_settings(settings))
+
+
+def upgrade_to(ini: Path, url: str, revision: str = "heads") -> tuple[str, ...]:
+    """Run the project's migrations at ``ini`` on ``url`` up to ``revision``, as neonflow does."""
+    with _runner(ini) as runner:
+        runner.target(url, "the test database")
+        after: tuple[str, ...] = runner.upgrade(revision).after
+        return after
+
+
+def sql_of(ini: Path, start: str | None, end: str = "heads") -> str:
+    """The offline SQL of the migrations at ``ini`` from ``start`` to ``end``."""
+    with _runner(ini) as runner:
+        runner.offline()
+        sql: str = runner.sql(start, end)
+        return sql

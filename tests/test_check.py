@@ -21,11 +21,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
-from neonflow import migrations
 from neonflow.cli import report as render
 from neonflow.cli.main import app
 from neonflow.errors import NeonAPIError
 from neonflow.local.service import LocalNeonInfo
+from neonflow.migrations.runner import Runner
 from neonflow.neon import NeonClient
 from neonflow.workflow import lint
 from neonflow.workflow.check import (
@@ -39,6 +39,7 @@ from neonflow.workflow.check import (
     check_branch_name,
     without_bookkeeping,
 )
+from tests.conftest import sql_of, upgrade_to
 
 SETS = Path(__file__).parent / "migration_sets"
 
@@ -107,7 +108,7 @@ def make_base(neon_client: NeonClient) -> Iterator[MakeBase]:
             time.sleep(0.05)
         url = neon_client.connection_uri(created.branch.id, "neondb", "neondb_owner")
         if ini is not None and revision is not None:
-            migrations.upgrade(ini, url, revision)
+            upgrade_to(ini, url, revision)
         with psycopg.connect(url) as conn:
             for i in range(rows):
                 conn.execute("INSERT INTO items (name, qty) VALUES (%s, %s)", (f"item {i}", i))
@@ -379,11 +380,11 @@ def test_a_crash_midway_deletes_the_branch(
 ) -> None:
     seen: list[str] = []
 
-    def boom(ini: Path, url: str) -> list[str]:
+    def boom(self: Runner) -> list[str]:
         seen.extend(check_branches(neon_client))
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(migrations, "check", boom)
+    monkeypatch.setattr(Runner, "check", boom)
 
     result = nf("check")
 
@@ -399,7 +400,7 @@ def test_ctrl_c_midway_deletes_the_branch(
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(migrations, "downgrade", interrupt)
+    monkeypatch.setattr(Runner, "downgrade", interrupt)
 
     result = nf("check")
 
@@ -533,7 +534,7 @@ def test_schema_diff_without_alembic_bookkeeping() -> None:
 
 
 def test_lint_findings_map_to_revisions() -> None:
-    sql = migrations.upgrade_sql(SETS / "busy" / "alembic.ini", "0001", "heads")
+    sql = sql_of(SETS / "busy" / "alembic.ini", "0001", "heads")
     owners = lint.revision_of_lines(sql)
     assert owners[0] is None  # BEGIN comes before the first revision
     assert owners[-1] == "0002"

@@ -40,7 +40,7 @@ def test_precedence_init_over_env_over_file_over_defaults(tmp_path: Path, clean_
     assert settings.neon.database == "envdb"  # environment over file
     assert settings.app.env_var == "DATABASE_URL"  # default
     assert settings.root == tmp_path  # paths are relative to the file's folder
-    assert settings.env_file == tmp_path / "sample_app" / ".env"
+    assert settings.env_file == tmp_path / ".env"
 
 
 def test_the_file_is_found_from_a_subfolder_and_by_variable(tmp_path: Path, clean_env):

@@ -57,7 +57,10 @@ def start(
     verb = "created" if result.created else "reused"
     output.info(f"✓ branch {result.branch} ({result.branch_id}) {verb} from {result.parent}")
     url = show_url(result.database_url, show_password)
-    output.info(f"  {result.env_file}: {result.env_var}={url}")
+    if "," in result.env_var:  # several variables ([app.env])
+        output.info(f"  {result.env_file}: {result.env_var} for {url}")
+    else:
+        output.info(f"  {result.env_file}: {result.env_var}={url}")
     output.info(f"  alembic revision: {', '.join(result.revision) or '(none)'}")
     if result.expires_at:
         output.info(f"  expires at {result.expires_at}")
@@ -118,19 +121,25 @@ def status(json: JsonOpt = False, show_password: ShowPasswordOpt = False) -> Non
         return
     if result.database_url is None:
         output.info(
-            f"the app has no DATABASE_URL in {result.env_file}; run `neonflow branch start`"
+            f"the app has no {result.env_vars} in {result.env_file}; run `neonflow branch start`"
         )
+        if result.problem is not None:
+            output.info(f"problem:  {result.problem}")
         return
     revision = ", ".join(result.revision) if result.revision else "(none)"
     head = ", ".join(result.head) or "(none)"
     state = "at head" if result.at_head else f"behind head ({head})"
     if result.revision is None:
         state = "unreachable"
+    elif result.problem is not None:
+        state = "head unknown"
     output.info(f"branch:   {result.branch or '(not a branch of this project)'}")
     output.info(f"url:      {show_url(result.database_url, show_password)}")
     output.info(f"parent:   {result.parent or '-'}")
     output.info(f"expires:  {result.expires_at or 'never'}")
     output.info(f"revision: {revision} ({state})")
+    if result.problem is not None:
+        output.info(f"problem:  {result.problem}")
 
 
 @app.command()

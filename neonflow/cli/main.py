@@ -42,12 +42,13 @@ def _root(
 
 
 def _register() -> None:
-    from neonflow.cli import branch, check, local
+    from neonflow.cli import branch, check, init, local
 
     app.add_typer(branch.app, name="branch")
     app.add_typer(local.app, name="local")
     app.command("connection-string")(branch.connection_string)
     app.command("check")(check.check)
+    app.command("init")(init.init)
 
 
 _register()

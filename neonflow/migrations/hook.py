@@ -55,6 +55,8 @@ class Run:
     intended: str  # how to name the target to a person ("branch feature-x")
     callbacks: list[Callable[..., None]] = field(default_factory=list)
     transaction_per_migration: bool = False
+    # PostgreSQL settings for env.py's session (lock_timeout on the parent), whatever the driver
+    session_settings: dict[str, str] = field(default_factory=dict)
     placeholder_url: str = "postgresql+psycopg://"
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
@@ -141,14 +143,14 @@ def _verified_connection(run: Run, params: dict[str, Any]) -> Any:
         run._opened.append(conn)
     where = describe(conn)
     run.pointed.append(where)
-    if not _sees_marker(conn, run.marker):
+    if not _sees_marker(conn, run.marker, run.session_settings):
         raise WrongTarget(
             f"env.py connected to {where}, not to {run.intended}: nothing was run there"
         )
     return conn
 
 
-def _sees_marker(conn: Any, marker: int | None) -> bool:
+def _sees_marker(conn: Any, marker: int | None, settings: dict[str, str]) -> bool:
     if marker is None:
         return False
     try:
@@ -160,10 +162,15 @@ def _sees_marker(conn: Any, marker: int | None) -> bool:
     try:
         query = _MARKER.format(hi=marker >> 32, lo=marker & 0xFFFFFFFF)
         found = bool(conn.exec_driver_sql(query).scalar())
+        if found:
+            for name, value in settings.items():
+                # Both are neonflow's own, validated values (a setting name, a duration).
+                conn.exec_driver_sql(f"SELECT set_config('{name}', '{value}', false)")
     except Exception:
         found = False
         was_in_transaction = False  # an aborted transaction of ours: end it
     if not was_in_transaction:
-        # Leave env.py's connection as it was, so that begin_transaction() begins its own.
-        conn.rollback()
+        # Leave env.py's connection as it was (no transaction open), so that
+        # begin_transaction() begins its own; commit keeps the session settings.
+        conn.commit() if found else conn.rollback()
     return found

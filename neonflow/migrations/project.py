@@ -17,7 +17,7 @@ from pathlib import Path
 
 from neonflow import appenv, envfile
 from neonflow.appenv import AppVariables
-from neonflow.errors import ConfigError, RevisionLoadError, UsageError
+from neonflow.errors import ConfigError, EnvPyError, RevisionLoadError, UsageError
 
 # ``alembic init`` writes this placeholder into sqlalchemy.url.
 _PLACEHOLDER = re.compile(r"^driver://")
@@ -113,11 +113,20 @@ class Project:
         return [d if d.is_absolute() else self.cwd / d for d in dirs]
 
     def preflight(self) -> tuple[str, ...] | None:
-        """Check every revision file compiles and return the heads, without importing any.
+        """Check env.py and every revision file compile; return the heads, importing nothing.
 
-        Raises RevisionLoadError naming the file and line of a syntax error. Returns None when
-        the heads cannot be read off the files (the Alembic process then decides).
+        Raises EnvPyError or RevisionLoadError naming the file and line of a syntax error.
+        Returns None when the heads cannot be read off the files (Alembic then decides).
         """
+        script_dir = self.script_dir
+        env_py = script_dir / "env.py" if script_dir is not None else None
+        if env_py is not None and env_py.is_file():
+            try:
+                ast.parse(_text(env_py), filename=str(env_py))
+            except SyntaxError as exc:
+                raise EnvPyError(
+                    f"env.py failed: SyntaxError: {exc.msg} (env.py, line {exc.lineno})"
+                ) from None
         dirs = self.version_dirs()
         if dirs is None:
             return None

@@ -88,10 +88,14 @@ class Runner:
     def __enter__(self) -> Runner:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # On an error or Ctrl-C the Alembic process may be mid-revision: stop it now (its
+        # transaction rolls back) rather than wait for the revision to end.
+        self.close(stop=exc_type is not None)
 
-    def close(self) -> None:
+    def close(self, stop: bool = False) -> None:
+        if stop and self._proc.poll() is None:
+            self._proc.terminate()
         if self._proc.stdin is not None and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
@@ -108,11 +112,11 @@ class Runner:
 
     # -- the target ------------------------------------------------------------------------
 
-    def target(self, url: str, intended: str, **extra_env: str) -> None:
-        """Run on ``url`` (the branch neonflow means, named ``intended`` in messages), with the
-        app's variables and ``extra_env`` exported."""
+    def target(self, url: str, intended: str, **session_settings: str) -> None:
+        """Run on ``url`` (the branch neonflow means, named ``intended`` in messages); env.py's
+        session gets ``session_settings`` (``lock_timeout="5s"``) once it proves its target."""
         self.intended = intended
-        values = {**self.project.variables.values(url, self.project.url_driver()), **extra_env}
+        values = self.project.variables.values(url, self.project.url_driver())
         sa_url = appenv.with_driver(url, self.project.sqlalchemy_driver())
         self._call(
             {
@@ -121,6 +125,7 @@ class Runner:
                 "sqlalchemy_url": sa_url,
                 "env": values,
                 "intended": intended,
+                "session_settings": session_settings,
             }
         )
 
@@ -156,7 +161,15 @@ class Runner:
         return done
 
     def downgrade(self, target: str) -> tuple[str, ...]:
-        return tuple(self._call({"op": "downgrade", "target": target})["after"])
+        """Downgrade to ``target`` (a revision or ``base``), checked on neonflow's connection."""
+        after = tuple(self._call({"op": "downgrade", "target": target})["after"])
+        expected = () if target == "base" else (target,)
+        if after != expected and (target == "base" or ":" not in target and "-" not in target):
+            raise WrongTargetError(
+                f"after the downgrade {self.intended} is at {_revs(after)}, not at "
+                f"{_revs(expected)}: the downgrade did not land there"
+            )
+        return after
 
     def check(self) -> list[str]:
         """``alembic check``: the differences between the models and the migrated database."""

@@ -55,7 +55,12 @@ class Session:
         return {}
 
     def op_target(
-        self, url: str | None, sqlalchemy_url: str, env: dict[str, str], intended: str
+        self,
+        url: str | None,
+        sqlalchemy_url: str,
+        env: dict[str, str],
+        intended: str,
+        session_settings: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         from sqlalchemy import create_engine, pool, text
 
@@ -64,7 +69,12 @@ class Session:
         from neonflow.migrations.database import sqlalchemy_url as own_url
 
         os.environ.update(env)
-        self.target = {"url": url, "sqlalchemy_url": sqlalchemy_url, "intended": intended}
+        self.target = {
+            "url": url,
+            "sqlalchemy_url": sqlalchemy_url,
+            "intended": intended,
+            "session_settings": session_settings or {},
+        }
         if url is not None:
             args = {} if "connect_timeout=" in url else {"connect_timeout": 10}
             engine = create_engine(
@@ -182,6 +192,7 @@ class Session:
             marker=self.marker,
             intended=self.target["intended"],
             transaction_per_migration=transaction_per_migration,
+            session_settings=self.target["session_settings"],
         )
         if recorder is not None:
             run.callbacks.append(recorder)
@@ -279,6 +290,8 @@ def _classified(
         # connection): name the first revision that did not complete.
         return _Failure("migration", f"migration failed: {_reason(exc)}")
     where = _env_py_line(frames)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({Path(exc.filename).name}, line {exc.lineno})"
     kind = "env_network" if _is_network(exc) else "env"
     return _Failure(kind, f"env.py failed: {_reason(exc)}{where}")
 

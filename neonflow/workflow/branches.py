@@ -13,7 +13,6 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from neonflow import envfile
 from neonflow.config import Settings, parse_duration
@@ -153,16 +152,7 @@ class StatusResult(Result):
     head: list[str]
     at_head: bool | None
     problem: str | None = None  # why the head could not be read (a broken revision file)
-
-
-def with_lock_timeout(url: str, lock_timeout: str) -> str:
-    """The URL with ``options=-c lock_timeout=…`` added to whatever options it has."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    options = [v for k, v in query if k == "options"]
-    rest = [(k, v) for k, v in query if k != "options"]
-    merged = " ".join([*options, f"-c lock_timeout={lock_timeout}"])
-    return urlunsplit(parts._replace(query=urlencode([*rest, ("options", merged)])))
+    env_vars: str = "DATABASE_URL"  # the app's variable(s), as a person reads them
 
 
 class Branches:
@@ -198,9 +188,11 @@ class Branches:
 
             raise multiple_heads(heads)
 
-    def migrate(self, runner: Runner, url: str, intended: str, **env: str) -> tuple[str, ...]:
+    def migrate(
+        self, runner: Runner, url: str, intended: str, **session_settings: str
+    ) -> tuple[str, ...]:
         """Upgrade the database at ``url`` to head; verified on neonflow's own connection."""
-        runner.target(url, intended, **env)
+        runner.target(url, intended, **session_settings)
         return runner.upgrade("heads").after
 
     # -- lookups ---------------------------------------------------------------------------
@@ -560,12 +552,12 @@ class Branches:
             started = time.monotonic()
             lock_timeout = self.settings.migrations.lock_timeout
             with self.runner() as runner:
-                # PGOPTIONS reaches libpq drivers whatever env.py builds its URL from.
+                # Set on env.py's own session, whatever driver and URL it uses.
                 after = self.migrate(
                     runner,
-                    with_lock_timeout(parent_url, lock_timeout),
+                    parent_url,
                     f"the parent branch {parent.name}",
-                    PGOPTIONS=f"-c lock_timeout={lock_timeout}",
+                    lock_timeout=lock_timeout,
                 )
             result.migrate_seconds = round(time.monotonic() - started, 3)
             result.parent_revision_after = list(after)
@@ -585,28 +577,22 @@ class Branches:
         name = f"{branch.name}-rehearsal-{secrets.token_hex(3)}"[-names.MAX_NAME :]
         self.progress(f"rehearsing the migrations on {name}, a fresh copy of {parent.name}")
         started = time.monotonic()
-        runner = self.runner()
-        try:
-            created = self.create_throwaway(
-                name, parent, "rehearsal", self.expires_at(throwaway=True)
-            )
-        except BaseException:
-            runner.close()
-            raise
-        try:
-            self.client.wait_for_operations(created.operations)
-            url = self.created_url(created) or self.url(created.branch)
+        with self.runner() as runner:
+            expires_at = self.expires_at(throwaway=True)
+            created = self.create_throwaway(name, parent, "rehearsal", expires_at)
             try:
-                self.migrate(runner, url, f"the rehearsal branch {name}")
-            except MigrationError as exc:
-                raise type(exc)(
-                    f"rehearsal on a copy of {parent.name} failed "
-                    f"({parent.name} is untouched): {exc}",
-                    revision=exc.revision,
-                ) from None
-        finally:
-            runner.close()
-            self.delete_quietly(name)
+                self.client.wait_for_operations(created.operations)
+                url = self.created_url(created) or self.url(created.branch)
+                try:
+                    self.migrate(runner, url, f"the rehearsal branch {name}")
+                except MigrationError as exc:
+                    raise type(exc)(
+                        f"rehearsal on a copy of {parent.name} failed "
+                        f"({parent.name} is untouched): {exc}",
+                        revision=exc.revision,
+                    ) from None
+            finally:
+                self.delete_quietly(name)
         return round(time.monotonic() - started, 3)
 
     def _promote_set_default(self, branch: Branch, parent: Branch) -> PromoteResult:
@@ -702,7 +688,17 @@ class Branches:
         except RevisionLoadError as exc:
             head, problem = [], str(exc)
         result = StatusResult(
-            str(self.settings.env_file), app_url, None, None, None, None, None, head, None, problem
+            str(self.settings.env_file),
+            app_url,
+            None,
+            None,
+            None,
+            None,
+            None,
+            head,
+            None,
+            problem,
+            self.settings.app.variables.label,
         )
         if app_url is None:
             return result

@@ -1,16 +1,13 @@
-"""The Alembic environment shared by the test migration sets.
-
-The set's ``alembic.ini`` names its ``models`` file (a ``metadata`` in it is the target of
-``alembic check``); neonflow's in-process attributes are honoured as in the sample app's env.py.
-"""
+"""The Alembic environment shared by the test migration sets: Alembic's stock env.py, with the
+target metadata read from the ``models`` file the set's ``alembic.ini`` names (and no logging
+sections in the sets' ini files to configure)."""
 
 from __future__ import annotations
 
 import runpy
-from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection, MetaData, create_engine, pool
+from sqlalchemy import MetaData, engine_from_config, pool
 
 config = context.config
 
@@ -23,39 +20,24 @@ def target_metadata() -> MetaData:
     return metadata
 
 
-def options() -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "target_metadata": target_metadata(),
-        "compare_type": True,
-        "compare_server_default": True,
-    }
-    for key in ("transaction_per_migration", "on_version_apply"):
-        if config.attributes.get(key) is not None:
-            opts[key] = config.attributes[key]
-    return opts
-
-
-def url() -> str:
-    raw = str(config.attributes.get("url") or "postgresql://")
-    return raw.replace("postgresql://", "postgresql+psycopg://", 1)
-
-
-def run_in(connection: Connection) -> None:
-    context.configure(connection=connection, **options())
-    with context.begin_transaction():
-        context.run_migrations()
-
+options = {"target_metadata": target_metadata(), "compare_type": True}
 
 if context.is_offline_mode():
-    context.configure(url=url(), literal_binds=True, **options())
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"),
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **options,
+    )
     with context.begin_transaction():
         context.run_migrations()
-elif config.attributes.get("connection") is not None:
-    run_in(config.attributes["connection"])
 else:
-    engine = create_engine(url(), poolclass=pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            run_in(conn)
-    finally:
-        engine.dispose()
+    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with connectable.connect() as connection:
+        context.configure(connection=connection, **options)
+        with context.begin_transaction():
+            context.run_migrations()
