@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(.*)$", re.DOTALL)
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
@@ -29,11 +29,16 @@ def mask_password(url: str) -> str:
 
 
 def same_database(a: str | None, b: str | None) -> bool:
-    """Same host, port and database name (scheme, credentials and options aside)."""
+    """Same host, port and database name (scheme, credentials and options aside; no port is
+    PostgreSQL's 5432)."""
     if not a or not b:
         return False
     try:
         pa, pb = urlsplit(a), urlsplit(b)
-        return (pa.hostname, pa.port, pa.path) == (pb.hostname, pb.port, pb.path)
+        return (pa.hostname, pa.port or 5432, unquote(pa.path)) == (
+            pb.hostname,
+            pb.port or 5432,
+            unquote(pb.path),
+        )
     except ValueError:  # a malformed URL (a bad port, a broken IPv6 host) reaches nothing of ours
         return False

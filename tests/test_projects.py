@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -41,6 +42,11 @@ SHAPES = {
     "flask_migrate": "migrations",
     "ini_url": "alembic",
 }
+# Shapes that are another one with a URL written into alembic.ini, as their users write it.
+VARIANTS = {
+    "async_asyncpg": ("async_psycopg", "postgresql+asyncpg://dev:dev@localhost:5432/dev"),
+    "ini_url": ("generic", "postgresql+psycopg://dev:dev@localhost:5432/dev"),
+}
 
 
 def nf(*args: str) -> Result:
@@ -55,7 +61,13 @@ def nf_json(*args: str) -> tuple[Result, Any]:
 
 def copy_project(shape: str, tmp_path: Path, script_dir: str | None = None) -> Path:
     root = tmp_path / shape
-    shutil.copytree(PROJECTS / shape, root)
+    source, ini_url = VARIANTS.get(shape, (shape, None))
+    shutil.copytree(PROJECTS / source, root)
+    if ini_url is not None:
+        ini = root / "alembic.ini"
+        text = ini.read_text()
+        assert "sqlalchemy.url = driver://" in text
+        ini.write_text(re.sub(r"(?m)^sqlalchemy\.url = .*$", f"sqlalchemy.url = {ini_url}", text))
     versions = root / (script_dir or SHAPES[shape]) / "versions"
     versions.mkdir(exist_ok=True)
     shutil.copy(REVISIONS / "0001_create_items.py", versions)
@@ -387,3 +399,32 @@ def test_init_never_overwrites_without_force(tmp_path: Path, in_project: Any) ->
     assert (root / "neonflow.toml").read_text() == "# mine\n"
     assert nf("init", "--yes", "--force").exit_code == 0
     assert 'flask_app = "app"' in (root / "neonflow.toml").read_text()
+
+
+def test_env_py_that_gives_configure_only_a_url(
+    tmp_path: Path, fresh_neon: LocalNeonInfo, in_project: Any
+) -> None:
+    root = in_project(copy_project("generic", tmp_path))
+    env_py = root / "alembic" / "env.py"
+    online = """    with connectable.connect() as connection:
+        context.configure(
+            connection=connection, target_metadata=target_metadata
+        )
+
+        with context.begin_transaction():
+            context.run_migrations()
+"""
+    url_only = """    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+    assert online in env_py.read_text()
+    env_py.write_text(env_py.read_text().replace(online, url_only))
+    assert nf("init", "--yes").exit_code == 0
+
+    result, started = nf_json("branch", "start", "feature", "--show-password")
+
+    assert result.exit_code == 0, result.stderr
+    assert database.current(started["database_url"]) == ("0001",)

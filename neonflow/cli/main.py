@@ -37,8 +37,15 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Show Alembic's and env.py's own output too."),
+    ] = False,
 ) -> None:
     """neonflow: a Neon branch per feature, with its migrations applied and checked."""
+    if verbose:
+        # Read by the Alembic process runner (neonflow.migrations.runner).
+        os.environ["NEONFLOW_VERBOSE"] = "1"
 
 
 def _register() -> None:

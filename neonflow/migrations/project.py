@@ -58,7 +58,7 @@ class Project:
             raise ConfigError(f"{cwd}: [migrations] cwd is not a folder")
         flask_app = settings.migrations.flask_app or None
         if flask_migrate and flask_app is None:
-            flask_app = _flask_app_from_env(cwd)
+            flask_app = flask_app_from_env(cwd)
             if flask_app is None:
                 raise ConfigError(
                     f"{ini.parent} is a Flask-Migrate folder but no FLASK_APP is set "
@@ -247,7 +247,8 @@ def _read_revision(path: Path) -> tuple[str | None, tuple[str, ...]]:
     return None, ()
 
 
-def _flask_app_from_env(cwd: Path) -> str | None:
+def flask_app_from_env(cwd: Path) -> str | None:
+    """``FLASK_APP`` as ``flask`` finds it: ``.flaskenv``, ``.env``, then the environment."""
     for name in (".flaskenv", ".env"):
         try:
             value = envfile.read_var(cwd / name, "FLASK_APP")

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neonflow import envfile
 from neonflow.config import CONFIG_FILE
 from neonflow.errors import ConfigError, UsageError
 from neonflow.files import write_private
-from neonflow.migrations.project import read_ini
+from neonflow.migrations.project import flask_app_from_env, read_ini
 
 _SKIP = {".git", ".venv", "venv", "env", "node_modules", "__pycache__", ".tox", ".nox", ".neonflow"}
 _DEPTH = 4
@@ -97,7 +97,7 @@ def detect(root: Path) -> Detected:
     flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
     run_folder = ini.parent.parent if flask_migrate else ini.parent
     if flask_migrate:
-        found.flask_app = _flask_app(run_folder)
+        found.flask_app = flask_app_from_env(run_folder)
         if found.flask_app is None:
             found.notes.append(
                 "a Flask-Migrate folder, but no FLASK_APP in .flaskenv or .env: set "
@@ -175,27 +175,24 @@ def init(root: Path, force: bool = False, write: bool = True) -> InitResult:
 # -- looking around -------------------------------------------------------------------------------
 
 
-def _find(root: Path, name: str) -> list[Path]:
+def _walk(root: Path, wanted: Callable[[str], bool]) -> list[Path]:
+    """The files ``wanted`` by name, a few levels down, outside virtualenvs and hidden folders."""
     out: list[Path] = []
     for folder, dirs, files in os.walk(root):
         depth = len(Path(folder).relative_to(root).parts)
         dirs[:] = [d for d in dirs if d not in _SKIP and not d.startswith(".")]
         if depth >= _DEPTH:
             dirs[:] = []
-        if name in files:
-            out.append(Path(folder) / name)
-    return out
+        out.extend(Path(folder) / f for f in files if wanted(f))
+    return sorted(out)
+
+
+def _find(root: Path, name: str) -> list[Path]:
+    return _walk(root, lambda f: f == name)
 
 
 def _python_files(root: Path) -> list[Path]:
-    out: list[Path] = []
-    for folder, dirs, files in os.walk(root):
-        depth = len(Path(folder).relative_to(root).parts)
-        dirs[:] = [d for d in dirs if d not in _SKIP and not d.startswith(".")]
-        if depth >= _DEPTH:
-            dirs[:] = []
-        out.extend(Path(folder) / f for f in files if _SETTINGS_FILES.match(f))
-    return sorted(out)
+    return _walk(root, lambda f: bool(_SETTINGS_FILES.match(f)))
 
 
 def _env_file(root: Path, run_folder: Path) -> Path:
@@ -203,17 +200,6 @@ def _env_file(root: Path, run_folder: Path) -> Path:
         if (folder / ".env").is_file():
             return folder / ".env"
     return root / ".env"
-
-
-def _flask_app(folder: Path) -> str | None:
-    for name in (".flaskenv", ".env"):
-        try:
-            value = envfile.read_var(folder / name, "FLASK_APP")
-        except ConfigError:
-            value = None
-        if value:
-            return value
-    return None
 
 
 def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, ini: Path) -> None:
