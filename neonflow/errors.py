@@ -177,4 +177,5 @@ EXIT_CODES: dict[int, str] = {
     12: "neonflow check: a downgrade failed, or the upgrade after it",
     13: "neonflow check: squawk found a rule listed in [check] fail_on",
     130: "interrupted (Ctrl-C)",
+    141: "stdout was closed: its reader (`head`, say) stopped reading",
 }
