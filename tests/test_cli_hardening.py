@@ -1,0 +1,185 @@
+"""Issue 9 (items 5-11): what a hostile new user broke, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from neonflow.cli.main import app
+from neonflow.neon import NeonClient
+
+
+def nf(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def one_line(result: Result) -> str:
+    """The single stderr line of a failed command (never a traceback, never "a bug")."""
+    assert result.stderr.startswith("error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "a bug" not in result.stderr
+    return result.stderr
+
+
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """An API host that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/api/v2"
+
+
+def use_cloud(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("NEONFLOW_NEON__API_HOST", host)
+    monkeypatch.setenv("NEONFLOW_NEON__PROJECT_ID", "p")
+    monkeypatch.setenv("NEON_API_KEY", "napi_supersecret_key")
+
+
+# -- 7: bounded waiting ------------------------------------------------------------------------
+
+
+def test_a_host_that_never_answers_fails_within_the_timeout(
+    project: Path, silent_host: str, monkeypatch: pytest.MonkeyPatch
+):
+    use_cloud(monkeypatch, silent_host)
+    monkeypatch.setenv("NEONFLOW_NEON__TIMEOUT", "0.5")
+
+    result = nf("branch", "list")
+
+    assert result.exit_code == 7
+    line = one_line(result)
+    assert silent_host.split("/")[2] in line and "[neon] timeout" in line
+    assert "napi_supersecret_key" not in result.stdout + result.stderr
+
+
+def test_start_against_a_silent_host_creates_nothing_and_leaves_the_env_file(
+    project: Path, silent_host: str, monkeypatch: pytest.MonkeyPatch
+):
+    use_cloud(monkeypatch, silent_host)
+    (project / "neonflow.toml").write_text(
+        (project / "neonflow.toml").read_text() + "\n[neon]\ntimeout = 0.5\n"
+    )
+
+    result = nf("branch", "start", "feat-silent")
+
+    assert result.exit_code == 7
+    one_line(result)
+    assert not (project / ".env").exists()
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon"])
+def test_a_bad_timeout_is_a_config_error(project: Path, bad: str):
+    (project / "neonflow.toml").write_text(
+        (project / "neonflow.toml").read_text() + f"\n[neon]\ntimeout = {bad!r}\n"
+    )
+
+    result = nf("branch", "list")
+
+    assert result.exit_code == 2
+    assert "neon.timeout" in one_line(result)
+
+
+# -- 8: a closed stdout ------------------------------------------------------------------------
+
+
+def test_a_closed_stdout_ends_the_command_quietly(project: Path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before a byte is written, as with `| true`
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "neonflow.cli.main", "branch", "list", "--json"],
+            cwd=project,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert done.returncode == 141
+    assert done.stderr == ""
+
+
+# -- 9: expirations Neon refuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [("0s", "future"), ("0d", "future"), ("31d", "30 days"), ("5w", "30 days")]
+)
+def test_an_expiration_neon_would_refuse_is_a_config_error_at_load(
+    project: Path, neon_client: NeonClient, value: str, says: str
+):
+    (project / "neonflow.toml").write_text(
+        (project / "neonflow.toml").read_text() + f"\n[branch]\nexpires_in = {value!r}\n"
+    )
+    before = {b.id for b in neon_client.list_branches()}
+
+    result = nf("branch", "start", "feat-expiry")
+
+    assert result.exit_code == 2
+    line = one_line(result)
+    assert "branch.expires_in" in line and says in line
+    assert "creating branch" not in result.stderr
+    assert {b.id for b in neon_client.list_branches()} == before
+    assert not (project / ".env").exists()
+
+
+# -- 11: one JSON error document with --json ---------------------------------------------------
+
+
+def test_json_failure_prints_one_error_document_on_stdout(project: Path):
+    result = nf("branch", "switch", "no-such-branch", "--json")
+
+    assert result.exit_code == 6
+    one_line(result)
+    document = json.loads(result.stdout)
+    assert document == {
+        "error": {
+            "kind": "not_found",
+            "message": result.stderr.removeprefix("error: ").rstrip("\n"),
+            "exit_code": 6,
+        }
+    }
+
+
+def test_json_config_error_and_refusal_are_documents_too(project: Path):
+    refused = nf("branch", "delete", "main", "--yes", "--json")
+    assert refused.exit_code == 3
+    assert json.loads(refused.stdout)["error"]["kind"] == "refused"
+
+    (project / "neonflow.toml").write_text("[neon\n")
+    broken = nf("branch", "list", "--json")
+    assert broken.exit_code == 2
+    one_line(broken)
+    assert json.loads(broken.stdout)["error"]["kind"] == "config"
+
+
+def test_json_error_masks_secrets(project: Path, silent_host: str, monkeypatch):
+    use_cloud(monkeypatch, silent_host)
+    monkeypatch.setenv("NEONFLOW_NEON__TIMEOUT", "0.2")
+
+    result = nf("branch", "list", "--json")
+
+    assert result.exit_code == 7
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "network" and error["exit_code"] == 7
+    assert "napi_supersecret_key" not in result.stdout + result.stderr
+
+
+def test_without_json_a_failure_prints_nothing_on_stdout(project: Path):
+    result = nf("branch", "switch", "no-such-branch")
+
+    assert result.exit_code == 6
+    one_line(result)
+    assert result.stdout == ""
