@@ -5,20 +5,27 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
+from neonflow import envfile
 from neonflow.cli.main import app
 from neonflow.neon import NeonClient
 
 
 def nf(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
+
+
+def unique(prefix: str = "feat") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def one_line(result: Result) -> str:
@@ -183,3 +190,112 @@ def test_without_json_a_failure_prints_nothing_on_stdout(project: Path):
     assert result.exit_code == 6
     one_line(result)
     assert result.stdout == ""
+
+
+# -- 6: the env file is kept as it was ---------------------------------------------------------
+
+
+def test_a_crlf_env_file_keeps_its_line_endings_and_every_other_byte(project: Path):
+    env = project / ".env"
+    before = b"# app\r\nSECRET_KEY=abc\r\nDATABASE_URL=old\r\n\r\nOTHER='x y'  \r\nLAST=1"
+    env.write_bytes(before)
+
+    result = nf("branch", "start", unique())
+
+    assert result.exit_code == 0, result.stderr
+    after = env.read_bytes()
+    lines = after.split(b"\r\n")
+    assert lines[2].startswith(b"DATABASE_URL=postgresql://")
+    assert after.replace(lines[2], b"DATABASE_URL=old") == before
+    assert b"\n" not in after.replace(b"\r\n", b"")
+
+
+def test_a_bom_does_not_hide_the_first_line(project: Path):
+    env = project / ".env"
+    assert nf("branch", "start", unique()).exit_code == 0
+    url = envfile.read_var(env, "DATABASE_URL")
+    env.write_bytes(b"\xef\xbb\xbf" + f"DATABASE_URL={url}\nA=1\n".encode())
+
+    status = nf("branch", "status", "--json")
+    assert status.exit_code == 0, status.stderr
+    assert json.loads(status.stdout)["database_url"] is not None
+
+    switched = nf("branch", "switch", "main")
+    assert switched.exit_code == 0, switched.stderr
+    after = env.read_bytes()
+    assert after.startswith(b"\xef\xbb\xbfDATABASE_URL=postgresql://")
+    assert after.count(b"DATABASE_URL=") == 1 and after.endswith(b"\nA=1\n")
+
+
+def test_a_private_mode_owner_and_group_are_kept(project: Path):
+    if os.geteuid() != 0:
+        pytest.skip("giving the file another owner needs root")
+    env = project / ".env"
+    env.write_text("A=1\n")
+    os.chown(env, 4321, 8765)
+    os.chmod(env, 0o400)
+
+    result = nf("branch", "start", unique())
+
+    assert result.exit_code == 0, result.stderr
+    st = env.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4321, 8765, 0o400)
+    assert "readable by others" not in result.stderr
+
+
+def test_group_and_world_bits_are_dropped_and_the_user_is_told(project: Path):
+    env = project / ".env"
+    env.write_text("A=1\n")
+    os.chmod(env, 0o664)
+
+    result = nf("branch", "start", unique())
+
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert "readable by others (mode 0664)" in result.stderr and "now 0600" in result.stderr
+
+
+def test_an_immutable_env_file_is_refused_before_any_branch_exists(
+    project: Path, neon_client: NeonClient
+):
+    env = project / ".env"
+    env.write_bytes(b"A=1\n")
+    if subprocess.run(["chattr", "+i", str(env)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    before = {b.id for b in neon_client.list_branches()}
+    try:
+        result = nf("branch", "start", unique())
+    finally:
+        subprocess.run(["chattr", "-i", str(env)], check=True)
+
+    assert result.exit_code == 2
+    assert "immutable" in one_line(result)
+    assert {b.id for b in neon_client.list_branches()} == before
+    assert env.read_bytes() == b"A=1\n"
+
+
+def test_a_read_only_folder_is_refused_before_any_branch_exists(
+    project: Path, neon_client: NeonClient
+):
+    folder = project / "ro"
+    folder.mkdir()
+    (project / "neonflow.toml").write_text(
+        (project / "neonflow.toml").read_text().replace('env_file = ".env"', 'env_file = "ro/.env"')
+    )
+    # A read-only mount (root may write into a 0555 folder, so the mode would not do).
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        != 0
+    ):
+        pytest.skip("cannot mount a read-only file system here")
+    before = {b.id for b in neon_client.list_branches()}
+    try:
+        result = nf("branch", "start", unique())
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+    assert result.exit_code == 2
+    assert "is not writable" in one_line(result)
+    assert {b.id for b in neon_client.list_branches()} == before

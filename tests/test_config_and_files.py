@@ -119,13 +119,29 @@ def test_set_var_replaces_in_place_and_keeps_everything_else(tmp_path: Path):
 
     assert env.read_text() == (
         "# app settings\n\nSECRET=abc # inline\n"
-        "export DATABASE_URL=postgresql://u:p@h/db?sslmode=require\nX=1\n"
+        "export DATABASE_URL=postgresql://u:p@h/db?sslmode=require\nX=1"  # no newline added
     )
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert envfile.read_var(env, "DATABASE_URL") == "postgresql://u:p@h/db?sslmode=require"
     assert envfile.read_var(env, "SECRET") == "abc"
     assert envfile.read_var(env, "MISSING") is None
     assert [p.name for p in tmp_path.iterdir()] == [".env"]  # no temporary file left
+
+
+def test_set_vars_writes_several_variables_at_once(tmp_path: Path):
+    env = tmp_path / ".env"
+    env.write_bytes(b"\xef\xbb\xbfPGHOST=old\r\nKEEP=1\r\n")
+    notes: list[str] = []
+
+    envfile.set_vars(env, {"PGHOST": "h", "PGPORT": "5432"}, warn=notes.append)
+
+    assert env.read_bytes() == b"\xef\xbb\xbfPGHOST=h\r\nKEEP=1\r\nPGPORT=5432\r\n"
+    assert envfile.read_vars(env, ["PGHOST", "PGPORT", "NONE"]) == {
+        "PGHOST": "h",
+        "PGPORT": "5432",
+        "NONE": None,
+    }
+    assert notes == []
 
 
 def test_set_var_keeps_a_symlinked_env_file_a_link(tmp_path: Path):

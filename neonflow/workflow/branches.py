@@ -247,7 +247,7 @@ class Branches:
         return envfile.read_var(self.settings.env_file, self.settings.app.env_var)
 
     def point_app(self, url: str) -> None:
-        envfile.set_var(self.settings.env_file, self.settings.app.env_var, url)
+        envfile.set_var(self.settings.env_file, self.settings.app.env_var, url, warn=self.progress)
 
     def wait_ready(self, branch: Branch) -> Branch:
         deadline = time.monotonic() + READY_TIMEOUT
