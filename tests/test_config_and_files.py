@@ -131,6 +131,7 @@ def test_set_var_replaces_in_place_and_keeps_everything_else(tmp_path: Path):
 def test_set_vars_writes_several_variables_at_once(tmp_path: Path):
     env = tmp_path / ".env"
     env.write_bytes(b"\xef\xbb\xbfPGHOST=old\r\nKEEP=1\r\n")
+    os.chmod(env, 0o640)
     notes: list[str] = []
 
     envfile.set_vars(env, {"PGHOST": "h", "PGPORT": "5432"}, warn=notes.append)
@@ -141,7 +142,10 @@ def test_set_vars_writes_several_variables_at_once(tmp_path: Path):
         "PGPORT": "5432",
         "NONE": None,
     }
-    assert notes == []
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert notes == [
+        f"{env} was readable by others (mode 0640); it holds credentials, so it is now 0600"
+    ]
 
 
 def test_set_var_keeps_a_symlinked_env_file_a_link(tmp_path: Path):
