@@ -299,3 +299,82 @@ def test_a_read_only_folder_is_refused_before_any_branch_exists(
     assert result.exit_code == 2
     assert "is not writable" in one_line(result)
     assert {b.id for b in neon_client.list_branches()} == before
+
+
+# -- 5: names are what the user typed ----------------------------------------------------------
+
+
+def test_names_differing_by_an_accent_are_two_branches(project: Path, neon_client: NeonClient):
+    tag = uuid.uuid4().hex[:6]
+    first = nf("branch", "start", f"café-{tag}", "--json")
+    second = nf("branch", "start", f"cafè-{tag}", "--json")
+
+    assert first.exit_code == 0, first.stderr
+    assert second.exit_code == 0, second.stderr
+    one, two = json.loads(first.stdout), json.loads(second.stdout)
+    assert (one["branch"], two["branch"]) == (f"café-{tag}", f"cafè-{tag}")
+    assert one["created"] and two["created"]
+    assert one["branch_id"] != two["branch_id"]
+    names = {b.name for b in neon_client.list_branches(search=tag)}
+    assert names == {f"café-{tag}", f"cafè-{tag}"}
+
+
+@pytest.mark.parametrize("typed", ["fé🚀ture", "bad name;drop", 'it\'s "quoted" %s'])
+def test_a_name_is_used_verbatim_by_every_command(
+    project: Path, neon_client: NeonClient, typed: str
+):
+    name = f"{typed}-{uuid.uuid4().hex[:6]}"
+
+    started = nf("branch", "start", name, "--json")
+    assert started.exit_code == 0, started.stderr
+    assert json.loads(started.stdout)["branch"] == name
+    listed = nf("branch", "list", "--json", "--no-revisions")
+    assert name in {row["name"] for row in json.loads(listed.stdout)}
+    assert nf("branch", "switch", name).exit_code == 0
+    assert nf("branch", "diff", name).exit_code == 0
+    assert nf("connection-string", name).stdout.startswith("postgresql://")
+    deleted = nf("branch", "delete", name, "--yes", "--json")
+    assert deleted.exit_code == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["branch"] == name
+    assert neon_client.find_branch(name) is None
+
+
+def test_the_prefix_goes_in_front_of_the_git_name_as_it_is(project: Path, neon_client: NeonClient):
+    (project / "neonflow.toml").write_text(
+        (project / "neonflow.toml").read_text() + '\n[branch]\nprefix = "preview/"\n'
+    )
+    tag = uuid.uuid4().hex[:6]
+
+    result = nf("branch", "start", f"feature/login-{tag}", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["branch"] == f"preview/feature/login-{tag}"
+    assert neon_client.find_branch(f"preview/feature/login-{tag}") is not None
+    # Both the name as typed and the full name reach it.
+    assert nf("branch", "switch", f"feature/login-{tag}").exit_code == 0
+    assert nf("branch", "switch", f"preview/feature/login-{tag}").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("", "cannot be empty"),
+        ("x" * 257, "at most 256 characters"),
+        ("bell\x07", "control character"),
+        ("esc\x1b[31m", "control character"),
+    ],
+)
+def test_only_what_neon_refuses_and_control_characters_are_refused(
+    project: Path, neon_client: NeonClient, bad: str, says: str
+):
+    # On a git branch: an empty name must not fall back to it.
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "on-a-git-branch"], cwd=project, check=True)
+    before = {b.id for b in neon_client.list_branches()}
+
+    result = nf("branch", "start", bad)
+
+    assert result.exit_code == 2
+    assert says in one_line(result)
+    assert {b.id for b in neon_client.list_branches()} == before
+    assert not (project / ".env").exists()

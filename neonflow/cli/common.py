@@ -65,7 +65,9 @@ def handle_errors(fn: F) -> F:
 
 def error_kind(exc: NeonflowError) -> str:
     """The error's class as a stable snake_case word: ``NotFoundError`` -> ``not_found``."""
-    name = type(exc).__name__.removesuffix("Error")
+    # A private subclass (the client's "outcome unknown") reports as its public parent.
+    cls = next(c for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+    name = cls.__name__.removesuffix("Error")
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 

@@ -176,18 +176,18 @@ class Branches:
     # -- lookups ---------------------------------------------------------------------------
 
     def full_name(self, name: str | None) -> tuple[str, str | None]:
-        """The Neon name for ``name`` (or the git branch), and the name given if it changed."""
-        given = name or names.git_branch(self.settings.root)
-        if not given:
+        """The Neon name for ``name`` (None: the git branch): ``[branch] prefix`` + the name as
+        typed. The second item is always None (names are no longer rewritten)."""
+        given = names.git_branch(self.settings.root) if name is None else name
+        if given is None:
             raise UsageError("give a branch name (the current folder is not on a git branch)")
-        safe = self.settings.branch.prefix + names.neon_safe(given)
-        if safe.startswith(("br-", "ep-")):
+        names.check_name(given)
+        full = names.check_name(self.settings.branch.prefix + given)
+        if full.startswith(("br-", "ep-")):
             raise UsageError(
-                f"{safe!r} would read as a Neon id: choose a name not starting with br-"
+                f"{full!r} would read as a Neon id: choose a name not starting with br- or ep-"
             )
-        if len(safe) > names.MAX_NAME:
-            raise UsageError(f"{safe!r} is longer than {names.MAX_NAME} characters")
-        return safe, (given if safe != self.settings.branch.prefix + given else None)
+        return full, None
 
     def _lookup(self, name: str) -> str:
         """A name as given on the command line, as neonflow would have created it."""
@@ -201,7 +201,7 @@ class Branches:
     def find(
         self, name: str, branches: list[Branch] | None = None, literal: bool = False
     ) -> Branch | None:
-        """By id, else by the name neonflow would give it (prefix, Neon-safe), else as given.
+        """By id, else by the name neonflow would give it (with the prefix), else as given.
 
         ``literal`` names (the configured parent, ``--base``) match by id or exact name only:
         ``main`` must never resolve to a feature branch called ``preview/main``.
@@ -293,8 +293,6 @@ class Branches:
                 f"{self.settings.alembic_ini}: Alembic configuration not found "
                 "(set [migrations] alembic_ini in neonflow.toml)"
             )
-        if renamed_from:
-            self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
         # Alembic and the app's models take a while to import: do it while we wait on Neon.
         with _warming(self.settings.alembic_ini) as warm:
             return self._start(full, renamed_from, warm, parent or self.settings.neon.parent)
