@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
-from neonflow import envfile
+from neonflow import envfile, errors
 from neonflow.cli.main import app
 from neonflow.neon import NeonClient
+from neonflow.workflow.branches import Branches
 
 
 def nf(*args: str) -> Result:
@@ -29,11 +33,12 @@ def unique(prefix: str = "feat") -> str:
 
 
 def one_line(result: Result) -> str:
-    """The single stderr line of a failed command (never a traceback, never "a bug")."""
-    assert result.stderr.startswith("error: "), result.stderr
-    assert result.stderr.count("\n") == 1, result.stderr
+    """The one error line of a failed command, last on stderr (after any progress lines);
+    never a traceback, never "a bug"."""
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr
     assert "Traceback" not in result.stderr and "a bug" not in result.stderr
-    return result.stderr
+    return lines[-1]
 
 
 @pytest.fixture
@@ -378,3 +383,91 @@ def test_only_what_neon_refuses_and_control_characters_are_refused(
     assert says in one_line(result)
     assert {b.id for b in neon_client.list_branches()} == before
     assert not (project / ".env").exists()
+
+
+# -- 10: the right exit code and the real cause ------------------------------------------------
+
+
+def test_an_api_host_that_is_not_a_neon_api_is_a_config_error(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A plain file server, as `python -m http.server` answers: "File not found" at every path.
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        use_cloud(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}/api/v2")
+        try:
+            result = nf("branch", "list")
+        finally:
+            server.shutdown()
+
+    assert result.exit_code == 2
+    line = one_line(result)
+    assert "is not a Neon API" in line and "[neon] api_host" in line
+
+
+def test_start_that_loses_its_branch_meanwhile_says_so(
+    project: Path, neon_client: NeonClient, monkeypatch: pytest.MonkeyPatch
+):
+    name = unique()
+    assert nf("branch", "start", name).exit_code == 0
+    branch = neon_client.find_branch(name)
+    assert branch is not None
+    point_app = Branches.point_app
+
+    def deleted_by_someone_else(self: Branches, url: str) -> None:
+        neon_client.wait_for_operations(neon_client.delete_branch(branch.id))
+        point_app(self, url)
+
+    monkeypatch.setattr(Branches, "point_app", deleted_by_someone_else)
+
+    result = nf("branch", "start", name)
+
+    assert result.exit_code == 6
+    assert f"branch {name!r} was deleted meanwhile" in one_line(result)
+    assert neon_client.find_branch(name) is None
+
+
+def test_reset_that_loses_its_branch_meanwhile_says_so(
+    project: Path, neon_client: NeonClient, monkeypatch: pytest.MonkeyPatch
+):
+    name = unique()
+    assert nf("branch", "start", name).exit_code == 0
+    branch = neon_client.find_branch(name)
+    assert branch is not None
+    migrate = Branches._migrate
+
+    def deleted_by_someone_else(self: Branches, url: str) -> tuple[str, ...]:
+        neon_client.wait_for_operations(neon_client.delete_branch(branch.id))
+        return migrate(self, url)
+
+    monkeypatch.setattr(Branches, "_migrate", deleted_by_someone_else)
+
+    result = nf("branch", "reset", name, "--yes")
+
+    assert result.exit_code == 6
+    assert "was deleted meanwhile" in one_line(result)
+
+
+def test_diff_during_a_reset_says_the_branch_was_reset(
+    project: Path, neon_client: NeonClient, monkeypatch: pytest.MonkeyPatch
+):
+    name = unique()
+    assert nf("branch", "start", name).exit_code == 0
+    branch = neon_client.find_branch(name)
+    assert branch is not None and branch.parent_id is not None
+
+    def reset_meanwhile(self: NeonClient, *args: object, **kwargs: object) -> str:
+        # Another command resets the branch while its schema is dumped; the dump breaks.
+        restored = neon_client.restore_branch(branch.id, branch.parent_id)
+        neon_client.wait_for_operations(restored.operations)
+        raise errors.ServerError("pg_dump failed: terminating connection", status=500)
+
+    monkeypatch.setattr(NeonClient, "compare_schema", reset_meanwhile)
+
+    result = nf("branch", "diff", name)
+
+    assert result.exit_code == 6
+    line = one_line(result)
+    assert f"branch {name!r} was reset meanwhile" in line

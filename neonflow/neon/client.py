@@ -558,7 +558,7 @@ class NeonClient:
                 f"{model.__name__}.{where}: {err['msg']}"
             ) from None
 
-    def _api_error(self, method: str, path: str, response: httpx.Response) -> errors.NeonAPIError:
+    def _api_error(self, method: str, path: str, response: httpx.Response) -> errors.NeonflowError:
         status = response.status_code
         try:
             body = response.json()
@@ -573,6 +573,16 @@ class NeonClient:
             snippet = text.splitlines()[0][:200] if text else ""
             if snippet and not snippet.startswith(("<", "{")):
                 message += f": {snippet}"
+        if status == 404 and not body.get("message"):
+            # Neon's 404s are JSON with a message; a bare one ("File not found") comes from a
+            # server that is not a Neon API at all: a configuration error, not a missing branch.
+            return errors.ConfigError(
+                self._redact(
+                    f"{self.api_host} is not a Neon API: {method} {path} answered HTTP 404 "
+                    f"without Neon's error body ({message}); check [neon] api_host "
+                    "(Neon cloud's is https://console.neon.tech/api/v2)"
+                )
+            )
         request_id = body.get("request_id") or response.headers.get("x-request-id", "")
         return _error_class(status)(
             self._redact(message),

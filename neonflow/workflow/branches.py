@@ -26,6 +26,7 @@ from neonflow.errors import (
     MigrationError,
     NeonAPIError,
     NeonflowError,
+    NetworkError,
     NotFoundError,
     RefusedError,
     UsageError,
@@ -226,6 +227,35 @@ class Branches:
             )
         return branch
 
+    @contextmanager
+    def unchanged(self, *watched: Branch) -> Iterator[None]:
+        """Work on the ``watched`` branches; if that fails because one was deleted or reset
+        meanwhile (another command won a race), say so with the not-found code, rather than
+        pass on the database's "does not exist" or "terminating connection"."""
+        try:
+            yield
+        except (NetworkError, MigrationError, NeonAPIError) as exc:
+            for branch in watched:
+                change = self._change(branch)
+                if change:
+                    raise NotFoundError(
+                        f"branch {branch.name!r} was {change} meanwhile, by another command "
+                        f"({_first_line(exc)}); see `neonflow branch list` and run this again"
+                    ) from None
+            raise
+
+    def _change(self, branch: Branch) -> str | None:
+        """How ``branch`` changed since it was read ("deleted", "reset"), or None."""
+        try:
+            now = self.client.get_branch(branch.id)
+        except NotFoundError:
+            return "deleted"
+        except NeonflowError:
+            return None  # cannot tell: the original error stands
+        if now.last_reset_at != branch.last_reset_at or now.current_state == "resetting":
+            return "reset"
+        return None
+
     def parent_of(self, branch: Branch, branches: list[Branch]) -> Branch:
         for candidate in branches:
             if candidate.id == branch.parent_id:
@@ -333,21 +363,22 @@ class Branches:
                     raise
         if created is None:
             branch = self.wait_ready(branch)
-        url = self.created_url(created) or self.url(branch)
-        self.point_app(url)
-        self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
-        self.progress("running alembic upgrade head")
-        # Two threads importing one package at once can see it half-initialised: let the
-        # warm-up finish first (what it has not imported yet, the upgrade would import anyway).
-        warm.join()
-        try:
-            revision = self._migrate(url)
-        except MigrationError as exc:
-            raise MigrationError(
-                f"{exc}; branch {full} is kept and the app points at it: fix the migration "
-                "and run `neonflow branch start` again",
-                revision=exc.revision,
-            ) from None
+        with self.unchanged(branch):
+            url = self.created_url(created) or self.url(branch)
+            self.point_app(url)
+            self.progress(f"{self.settings.app.env_var} in {self.settings.app.env_file} -> {full}")
+            self.progress("running alembic upgrade head")
+            # Two threads importing one package at once can see it half-initialised: let the
+            # warm-up finish first (what it has not imported yet, the upgrade would import anyway).
+            warm.join()
+            try:
+                revision = self._migrate(url)
+            except MigrationError as exc:
+                raise MigrationError(
+                    f"{exc}; branch {full} is kept and the app points at it: fix the migration "
+                    "and run `neonflow branch start` again",
+                    revision=exc.revision,
+                ) from None
         return StartResult(
             branch=full,
             branch_id=branch.id,
@@ -449,9 +480,10 @@ class Branches:
         self.progress(f"resetting {branch.name} from {parent.name}")
         restored = self.client.restore_branch(branch.id, parent.id)
         self.client.wait_for_operations(restored.operations)
-        self.wait_ready(self.client.get_branch(branch.id))
+        fresh = self.wait_ready(self.client.get_branch(branch.id))
         self.progress("running alembic upgrade head")
-        revision = self._migrate(self.url(branch))
+        with self.unchanged(fresh):
+            revision = self._migrate(self.url(branch))
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
 
     def diff(self, name: str) -> DiffResult:
@@ -459,7 +491,8 @@ class Branches:
         branch = self.require(name, branches)
         parent = self.parent_of(branch, branches)
         database = self.settings.neon.database
-        text = self.client.compare_schema(branch.id, database, base_branch_id=parent.id)
+        with self.unchanged(branch, parent):
+            text = self.client.compare_schema(branch.id, database, base_branch_id=parent.id)
         return DiffResult(branch.name, parent.name, database, text)
 
     def connection_string(self, name: str, pooled: bool = False) -> str:
@@ -689,6 +722,11 @@ def _warming(ini: Path) -> Iterator[threading.Thread]:
         yield thread
     finally:
         thread.join()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _revision(url: str) -> list[str] | None:
