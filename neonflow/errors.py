@@ -3,7 +3,7 @@
 ::
 
     NeonflowError                 exit code
-    ├── ConfigError                   2   broken neonflow.toml, unknown key, bad value; not Neon API
+    ├── ConfigError                   2   broken neonflow.toml, bad key or value, not a Neon API
     ├── UsageError                    2   bad input: an invalid branch name, a refused operation
     │   └── RefusedError              3   the default or a protected branch, a branch with children
     ├── NeonAPIError                  4   the Neon API answered with an error
