@@ -41,13 +41,32 @@ def one_line(result: Result) -> str:
     return lines[-1]
 
 
-@pytest.fixture
-def silent_host() -> Iterator[str]:
+class SilentHost(str):
     """An API host that accepts connections (the kernel's backlog) and never answers."""
+
+    server: socket.socket
+
+    def connections(self) -> int:
+        """How many connections were made to it so far."""
+        self.server.setblocking(False)
+        count = 0
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+
+@pytest.fixture
+def silent_host() -> Iterator[SilentHost]:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/api/v2"
+        host = SilentHost(f"http://127.0.0.1:{server.getsockname()[1]}/api/v2")
+        host.server = server
+        yield host
 
 
 def use_cloud(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
@@ -60,7 +79,7 @@ def use_cloud(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
 
 
 def test_a_host_that_never_answers_fails_within_the_timeout(
-    project: Path, silent_host: str, monkeypatch: pytest.MonkeyPatch
+    project: Path, silent_host: SilentHost, monkeypatch: pytest.MonkeyPatch
 ):
     use_cloud(monkeypatch, silent_host)
     monkeypatch.setenv("NEONFLOW_NEON__TIMEOUT", "0.5")
@@ -71,10 +90,12 @@ def test_a_host_that_never_answers_fails_within_the_timeout(
     line = one_line(result)
     assert silent_host.split("/")[2] in line and "[neon] timeout" in line
     assert "napi_supersecret_key" not in result.stdout + result.stderr
+    # The budget covers the retries: the one try spent it, there was no second one.
+    assert silent_host.connections() == 1
 
 
 def test_start_against_a_silent_host_creates_nothing_and_leaves_the_env_file(
-    project: Path, silent_host: str, monkeypatch: pytest.MonkeyPatch
+    project: Path, silent_host: SilentHost, monkeypatch: pytest.MonkeyPatch
 ):
     use_cloud(monkeypatch, silent_host)
     (project / "neonflow.toml").write_text(
@@ -177,7 +198,7 @@ def test_json_config_error_and_refusal_are_documents_too(project: Path):
     assert json.loads(broken.stdout)["error"]["kind"] == "config"
 
 
-def test_json_error_masks_secrets(project: Path, silent_host: str, monkeypatch):
+def test_json_error_masks_secrets(project: Path, silent_host: SilentHost, monkeypatch):
     use_cloud(monkeypatch, silent_host)
     monkeypatch.setenv("NEONFLOW_NEON__TIMEOUT", "0.2")
 

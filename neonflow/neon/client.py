@@ -6,6 +6,7 @@ The same code talks to Neon cloud and to the local Neon; only ``api_host`` diffe
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -96,7 +97,8 @@ class NeonClient:
         self.request_count = 0
         """HTTP requests sent so far (a request refused at connect time is not counted)."""
         self._sleep = sleep
-        self._deadline: float | None = None  # of the call under way (see _budget)
+        # The deadline of the call under way (see _budget), per thread: threads may share us.
+        self._calls = threading.local()
         self._secret = api_key
         self._host = url.netloc.decode("ascii")
         self._project = f"/projects/{_seg(project_id)}"
@@ -460,20 +462,21 @@ class NeonClient:
     @contextmanager
     def _budget(self) -> Iterator[None]:
         """Bound what runs inside to ``timeout`` seconds, unless an enclosing call already does."""
-        if self._deadline is not None:
+        if getattr(self._calls, "deadline", None) is not None:
             yield
             return
-        self._deadline = time.monotonic() + self.timeout
+        self._calls.deadline = time.monotonic() + self.timeout
         try:
             yield
         finally:
-            self._deadline = None
+            self._calls.deadline = None
 
     def _time_left(self, delay: float = 0.0) -> float:
         """Seconds of the budget left after waiting ``delay`` (0 when it would be spent)."""
-        if self._deadline is None:
+        deadline: float | None = getattr(self._calls, "deadline", None)
+        if deadline is None:
             return self.timeout
-        return max(0.0, self._deadline - time.monotonic() - delay)
+        return max(0.0, deadline - time.monotonic() - delay)
 
     def _send(
         self, method: str, path: str, query: Json, json: Json | None, attempt: int
