@@ -409,23 +409,44 @@ def test_only_what_neon_refuses_and_control_characters_are_refused(
 # -- 10: the right exit code and the real cause ------------------------------------------------
 
 
-def test_an_api_host_that_is_not_a_neon_api_is_a_config_error(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    # A plain file server, as `python -m http.server` answers: "File not found" at every path.
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "empty"))
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[int]:
+    """A plain file server, as `python -m http.server` answers: "File not found" everywhere."""
     (tmp_path / "empty").mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "empty"))
     with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        use_cloud(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}/api/v2")
         try:
-            result = nf("branch", "list")
+            yield server.server_address[1]
         finally:
             server.shutdown()
+
+
+def test_an_api_host_that_is_not_a_neon_api_is_a_config_error(
+    project: Path, file_server: int, monkeypatch: pytest.MonkeyPatch
+):
+    use_cloud(monkeypatch, f"http://127.0.0.1:{file_server}/api/v2")
+
+    result = nf("branch", "list")
 
     assert result.exit_code == 2
     line = one_line(result)
     assert "is not a Neon API" in line and "[neon] api_host" in line
+
+
+def test_json_error_of_an_api_host_with_a_password_masks_it(
+    project: Path, file_server: int, monkeypatch: pytest.MonkeyPatch
+):
+    use_cloud(monkeypatch, f"http://me:hostpassword@127.0.0.1:{file_server}/api/v2")
+
+    result = nf("branch", "list", "--json")
+
+    assert result.exit_code == 2
+    one_line(result)
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "config" and "me:****@127.0.0.1" in error["message"]
+    assert "hostpassword" not in result.stdout + result.stderr
+    assert "napi_supersecret_key" not in result.stdout + result.stderr
 
 
 def test_start_that_loses_its_branch_meanwhile_says_so(

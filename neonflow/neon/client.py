@@ -34,6 +34,7 @@ from neonflow.neon.models import (
     Role,
 )
 from neonflow.times import rfc3339
+from neonflow.urls import mask_password
 
 __all__ = ["UNSET", "NeonClient"]
 
@@ -581,7 +582,8 @@ class NeonClient:
             # server that is not a Neon API at all: a configuration error, not a missing branch.
             return errors.ConfigError(
                 self._redact(
-                    f"{self.api_host} is not a Neon API: {method} {path} answered HTTP 404 "
+                    f"{mask_password(self.api_host)} is not a Neon API: {method} {path} "
+                    "answered HTTP 404 "
                     f"without Neon's error body ({message}); check [neon] api_host "
                     "(Neon cloud's is https://console.neon.tech/api/v2)"
                 )
