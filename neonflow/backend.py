@@ -22,7 +22,7 @@ def open_client(settings: Settings, progress: Callable[[str], None] | None = Non
         info, started = service.up(settings)
         if started and progress is not None:
             progress(f"started the local Neon in {info.state_dir} (`neonflow local down` stops it)")
-        return NeonClient(info.api_host, info.token, info.project_id)
+        return NeonClient(info.api_host, info.token, info.project_id, timeout=settings.neon.timeout)
     if settings.api_key is None:
         raise AuthError(
             f"NEON_API_KEY is not set (needed for {settings.neon.api_host}); "
@@ -31,4 +31,9 @@ def open_client(settings: Settings, progress: Callable[[str], None] | None = Non
     if not settings.neon.project_id:
         raise ConfigError("set [neon] project_id in neonflow.toml (or NEONFLOW_NEON__PROJECT_ID)")
     host = settings.neon.api_host or NEON_CLOUD_API
-    return NeonClient(host, settings.api_key.get_secret_value(), settings.neon.project_id)
+    return NeonClient(
+        host,
+        settings.api_key.get_secret_value(),
+        settings.neon.project_id,
+        timeout=settings.neon.timeout,
+    )

@@ -62,6 +62,8 @@ class NeonSettings(_Section):
     database: str = "neondb"
     role: str = "neondb_owner"
     api_host: str = ""
+    # Seconds one API request may take, its retries included (a host that never answers).
+    timeout: float = Field(default=60.0, gt=0, le=3600)
 
 
 class AppSettings(_Section):
@@ -103,14 +105,31 @@ class BranchSettings(_Section):
     @field_validator("expires_in")
     @classmethod
     def _duration(cls, value: str) -> str:
-        if value.strip():
-            try:
-                duration = parse_duration(value)
-            except UsageError as exc:
-                raise ValueError(str(exc)) from None
-            if duration > timedelta(days=30):
-                raise ValueError("Neon expires branches at most 30 days ahead")
-        return value.strip()
+        return expiry(value)
+
+
+MAX_EXPIRY = timedelta(days=30)
+
+
+def expiry(value: str) -> str:
+    """An ``expires_in`` Neon accepts (a future time at most 30 days ahead), or "" for none.
+
+    For pydantic validators: a bad value raises ValueError, reported as a config error at load.
+    """
+    if not value.strip():
+        return ""
+    try:
+        duration = parse_duration(value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    if duration <= timedelta(0):
+        raise ValueError(
+            f"{value.strip()!r} expires a branch as it is created; Neon takes a time in the "
+            'future: give a positive duration (e.g. 7d), or "" for no expiration'
+        )
+    if duration > MAX_EXPIRY:
+        raise ValueError(f"Neon expires branches at most 30 days ahead ({value.strip()!r} given)")
+    return value.strip()
 
 
 class CheckSettings(_Section):

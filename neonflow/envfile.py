@@ -1,19 +1,35 @@
-"""The app's ``.env`` file: read one variable, set one variable; every other line is kept as it was.
+"""The app's ``.env`` file: read variables, set variables; every other byte is kept as it was.
 
-Writes are atomic (a temporary file in the same folder, then a rename) and leave the file 0600,
-so a crash never leaves a half-written file and the credentials are not readable by others.
+Writes are atomic (a temporary file in the same folder, then a rename). The file keeps its line
+endings (CRLF stays CRLF), a UTF-8 byte order mark, its owner and group, and its mode when it is
+already private; group and world bits are dropped (the file holds credentials), and the caller
+is told so. A new file is 0600.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import stat
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from neonflow.errors import ConfigError
-from neonflow.files import write_private
+
+__all__ = ["check_writable", "read_var", "read_vars", "set_var", "set_vars"]
+
+Warn = Callable[[str], None]
 
 _LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
+_BOM = "\ufeff"
+# Linux's FS_IOC_GETFLAGS and the flags that make a file impossible to replace.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IMMUTABLE_FL = 0x10
+_FS_APPEND_FL = 0x20
 
 
 def _unquote(raw: str) -> str:
@@ -24,78 +40,158 @@ def _unquote(raw: str) -> str:
     return re.split(r"\s+#", value, maxsplit=1)[0].strip()
 
 
-def read_var(path: Path, name: str) -> str | None:
-    """The last value given to ``name`` in ``path``, or None (no file, or no such line)."""
+def _read(path: Path) -> tuple[str, list[str]] | None:
+    """The file's BOM ("" or U+FEFF) and its lines with their endings; None when missing."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the env file: {_reason(exc)}") from None
-    value = None
-    for line in lines:
-        match = _LINE.match(line)
-        if match and match["key"] == name:
-            value = _unquote(match["value"])
-    return value
+    bom = _BOM if text.startswith(_BOM) else ""
+    # Split at "\n" only: str.splitlines would also break at form feeds and U+2028.
+    *full, last = text[len(bom) :].split("\n")
+    return bom, [line + "\n" for line in full] + ([last] if last else [])
 
 
-def set_var(path: Path, name: str, value: str) -> None:
+def _key(line: str) -> str | None:
+    match = _LINE.match(line.rstrip("\r\n"))
+    return match["key"] if match else None
+
+
+def read_vars(path: Path, names: Iterable[str]) -> dict[str, str | None]:
+    """The last value given to each of ``names`` in ``path`` (None: no file, or no such line)."""
+    values: dict[str, str | None] = dict.fromkeys(names)
+    read = _read(path)
+    for line in read[1] if read else []:
+        match = _LINE.match(line.rstrip("\r\n"))
+        if match and match["key"] in values:
+            values[match["key"]] = _unquote(match["value"])
+    return values
+
+
+def read_var(path: Path, name: str) -> str | None:
+    """The last value given to ``name`` in ``path``, or None (no file, or no such line)."""
+    return read_vars(path, [name])[name]
+
+
+def set_var(path: Path, name: str, value: str, *, warn: Warn | None = None) -> None:
     """Set ``name=value`` in ``path`` (created if missing), replacing the existing line in place."""
-    if "\n" in value or "\r" in value:
-        raise ValueError("an env file value cannot contain a line break")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        lines = []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the env file: {_reason(exc)}") from None
-    quoted = f'"{value}"' if re.search(r"[\s#'\"]", value) else value
-    new_line = f"{name}={quoted}"
-    replaced = False
+    set_vars(path, {name: value}, warn=warn)
+
+
+def set_vars(path: Path, values: Mapping[str, str], *, warn: Warn | None = None) -> None:
+    """Set several variables in one atomic write, each replacing its line in place.
+
+    A variable that appears on several lines keeps its first line only (the last one would win
+    otherwise). ``warn`` hears what changed besides the values: the mode tightened to private.
+    """
+    for value in values.values():
+        if "\n" in value or "\r" in value:
+            raise ValueError("an env file value cannot contain a line break")
+    read = _read(path)
+    bom, lines = read if read else ("", [])
+    eol = "\r\n" if any(line.endswith("\r\n") for line in lines) else "\n"
+    done: set[str] = set()
     kept: list[str] = []
     for line in lines:
-        match = _LINE.match(line)
-        if match and match["key"] == name:
-            if not replaced:
-                prefix = "export " if line.lstrip().startswith("export ") else ""
-                kept.append(prefix + new_line)
-                replaced = True
+        key = _key(line)
+        if key is None or key not in values:
+            kept.append(line)
             continue
-        kept.append(line)
-    if not replaced:
-        kept.append(new_line)
+        if key not in done:
+            prefix = "export " if line.lstrip().startswith("export ") else ""
+            ending = line[len(line.rstrip("\r\n")) :]
+            kept.append(prefix + _assignment(key, values[key]) + ending)
+            done.add(key)
+    missing = [key for key in values if key not in done]
+    if missing and kept and not kept[-1].endswith("\n"):
+        kept[-1] += eol
+    kept += [_assignment(key, values[key]) + eol for key in missing]
     # A symlinked env file (shared between worktrees, say) stays a link: write its target.
     target = path.resolve() if path.is_symlink() else path
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_private(target, "\n".join(kept) + "\n")
+        _replace(target, (bom + "".join(kept)).encode("utf-8"), path, warn)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the env file: {_reason(exc)}") from None
+
+
+def _assignment(name: str, value: str) -> str:
+    quoted = f'"{value}"' if re.search(r"[\s#'\"]", value) else value
+    return f"{name}={quoted}"
+
+
+def _replace(target: Path, data: bytes, shown: Path, warn: Warn | None) -> None:
+    """Write ``data`` over ``target`` atomically, keeping its owner, group and private mode."""
+    try:
+        old: os.stat_result | None = target.stat()
+    except FileNotFoundError:
+        old = None
+    mode = stat.S_IMODE(old.st_mode) & 0o700 if old is not None else 0o600
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if old is not None and (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
+                except PermissionError:
+                    if warn is not None:
+                        warn(f"{shown}: could not keep its owner and group (now yours)")
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if old is not None and stat.S_IMODE(old.st_mode) & 0o077 and warn is not None:
+        warn(
+            f"{shown} was readable by others (mode {stat.S_IMODE(old.st_mode):04o}); "
+            f"it holds credentials, so it is now {mode:04o}"
+        )
 
 
 def check_writable(path: Path) -> None:
     """Raise ConfigError now if ``set_var`` on ``path`` would fail (before any work is done)."""
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path}: the env file is not a regular file")
-    folder = (path.resolve() if path.is_symlink() else path).parent
+    target = path.resolve() if path.is_symlink() else path
+    folder = target.parent
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"{path}: cannot write the env file here ({folder} is not writable)")
-    read_var(path, "")  # unreadable or not UTF-8: say so now
+    if target.exists() and _flags(target) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+        raise ConfigError(
+            f"{path}: the env file cannot be replaced (it is immutable or append-only; "
+            "see lsattr, and chattr -i to allow it)"
+        )
+    # os.access trusts the mode bits; a read-only mount or a full quota shows only on trying.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the env file here: {_reason(exc)}") from None
+    os.close(fd)
+    os.unlink(tmp)
+    read_vars(path, [])  # unreadable or not UTF-8: say so now
+
+
+def _flags(path: Path) -> int:
+    """The file's inode flags (chattr), 0 where the file system has none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        with contextlib.suppress(OSError):
+            flags: int = struct.unpack("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 4))[0]
+            return flags
+        return 0
+    finally:
+        os.close(fd)
 
 
 def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-def read_vars(path: Path, names: list[str]) -> dict[str, str | None]:
-    """Each of ``names`` as :func:`read_var` reads it."""
-    return {name: read_var(path, name) for name in names}
-
-
-def set_vars(path: Path, values: dict[str, str]) -> None:
-    """Set each of ``values`` (one variable after the other; each write is atomic)."""
-    for name, value in values.items():
-        set_var(path, name, value)

@@ -3,19 +3,19 @@
 ::
 
     NeonflowError                 exit code
-    ├── ConfigError                   2   broken neonflow.toml, unknown key, bad value
+    ├── ConfigError                   2   broken neonflow.toml, bad key or value, not a Neon API
     │   └── EnvPyError                2   the project's env.py failed (not a revision)
     ├── UsageError                    2   bad input: an invalid branch name, a refused operation
     │   └── RefusedError              3   the default or a protected branch, a branch with children
     ├── NeonAPIError                  4   the Neon API answered with an error
     │   ├── AuthError                 5   401 / 403: the key is missing, wrong or lacks access
-    │   ├── NotFoundError             6   404
+    │   ├── NotFoundError             6   404, or the branch was deleted or reset meanwhile
     │   ├── ConflictError             4   409 / 412 / 422
     │   ├── LockedError               4   423, after retries
     │   ├── RateLimitError            4   429, after retries
     │   ├── ServerError               4   5xx, after retries
     │   └── OperationFailedError      4   an operation ended failed / error / cancelled
-    ├── NetworkError                  7   the API could not be reached, or a request timed out
+    ├── NetworkError                  7   the API could not be reached, or not within [neon] timeout
     ├── MigrationError                8   an Alembic revision failed
     │   └── RevisionLoadError         8   a revision file could not be loaded
     ├── LocalNeonError                9   the local Neon could not start or answer
@@ -193,8 +193,8 @@ EXIT_CODES: dict[int, str] = {
     3: "refused: the default branch, a protected branch or a branch with children",
     4: "the Neon API answered with an error",
     5: "authentication: NEON_API_KEY missing, wrong or without access",
-    6: "not found: the branch (or project) does not exist",
-    7: "network: the API could not be reached or timed out",
+    6: "not found: the branch (or project) does not exist, or was deleted or reset meanwhile",
+    7: "network: the API could not be reached, or did not answer within [neon] timeout",
     8: "a migration failed",
     9: "the local Neon could not start or answer",
     10: "neonflow check: a migration failed on the throw-away branch",
@@ -203,4 +203,5 @@ EXIT_CODES: dict[int, str] = {
     13: "neonflow check: squawk found a rule listed in [check] fail_on",
     14: "env.py connects to another database than the branch meant; nothing was run",
     130: "interrupted (Ctrl-C)",
+    141: "stdout was closed: its reader (`head`, say) stopped reading",
 }

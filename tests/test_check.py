@@ -358,8 +358,8 @@ def test_keep_leaves_a_named_annotated_branch(
     try:
         assert result.exit_code == 0, result.stderr
         assert (
-            name.startswith("check-feature-login-page-")
-            and len(name) == len("check-feature-login-page-") + 6
+            name.startswith("check-feature/login page-")
+            and len(name) == len("check-feature/login page-") + 6
         )
         assert report["branch"]["kept"] is True and report["branch"]["deleted"] is False
         branch = neon_client.find_branch(name)
@@ -565,6 +565,8 @@ def test_exit_code_is_the_first_failing_stage() -> None:
 def test_check_branch_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GITHUB_HEAD_REF", "dependabot/pip/alembic-1.20")
     name = check_branch_name(tmp_path)
-    assert name.startswith("check-dependabot-pip-alembic-1.20-") and len(name.split("-")[-1]) == 6
+    assert name.startswith("check-dependabot/pip/alembic-1.20-") and len(name.split("-")[-1]) == 6
+    monkeypatch.setenv("GITHUB_HEAD_REF", "é" * 300)  # cut to Neon's 256 characters
+    assert len(check_branch_name(tmp_path)) == 256
     monkeypatch.delenv("GITHUB_HEAD_REF")
     assert len(check_branch_name(tmp_path)) == len("check-") + 6  # not a git checkout

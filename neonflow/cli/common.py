@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -24,32 +26,75 @@ ShowPasswordOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_STDOUT_CLOSED = 141
+"""128 + SIGPIPE: what a shell reports for a tool that stopped because its reader went away."""
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
 
 def handle_errors(fn: F) -> F:
-    """Turn neonflow's errors into one line on stderr and their documented exit code."""
+    """Turn neonflow's errors into one line on stderr and their documented exit code.
+
+    With ``--json`` (or ``--format json``) the error is also one JSON document on stdout, so a
+    script parses every outcome. A closed stdout (``neonflow … | head``) ends the command quietly.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("json") is True or str(kwargs.get("fmt", "")) == "json"
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _stdout_closed()
         except NeonflowError as exc:
-            output.error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
+            _fail(error_kind(exc), str(exc), exc.exit_code, as_json)
         except KeyboardInterrupt:
-            output.error("interrupted")
-            raise typer.Exit(130) from None
+            _fail("interrupted", "interrupted", 130, as_json)
         except typer.Exit:
             raise
         except Exception as exc:
             if os.environ.get("NEONFLOW_DEBUG"):
                 raise
-            output.error(
+            message = (
                 f"unexpected {type(exc).__name__}: {exc} (a bug: set NEONFLOW_DEBUG=1 for the "
                 "traceback and please report it)"
             )
-            raise typer.Exit(1) from None
+            _fail("unexpected", message, 1, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+def error_kind(exc: NeonflowError) -> str:
+    """The error's class as a stable snake_case word: ``NotFoundError`` -> ``not_found``."""
+    # A private subclass (the client's "outcome unknown") reports as its public parent.
+    cls = next(c for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+    name = cls.__name__.removesuffix("Error")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _fail(kind: str, message: str, code: int, as_json: bool) -> NoReturn:
+    from neonflow.urls import mask_password
+
+    # Messages never carry the API key (the client redacts it); passwords in URLs are masked here.
+    message = _URL.sub(lambda m: mask_password(m[0]), message)
+    output.error(message)
+    if as_json:
+        try:
+            output.data({"error": {"kind": kind, "message": message, "exit_code": code}})
+        except BrokenPipeError:
+            _stdout_closed()
+    raise typer.Exit(code) from None
+
+
+def _stdout_closed() -> NoReturn:
+    """The reader of stdout went away (``| head``): stop quietly, as a killed-by-SIGPIPE tool."""
+    # Later writes (and the flush at exit) would raise again: send them nowhere.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test runner's stream)
+        pass
+    raise typer.Exit(EXIT_STDOUT_CLOSED) from None
 
 
 def confirmed(question: str, yes: bool, verb: str) -> None:

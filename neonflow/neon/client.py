@@ -6,8 +6,10 @@ The same code talks to Neon cloud and to the local Neon; only ``api_host`` diffe
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,6 +34,7 @@ from neonflow.neon.models import (
     Role,
 )
 from neonflow.times import rfc3339
+from neonflow.urls import mask_password
 
 __all__ = ["UNSET", "NeonClient"]
 
@@ -63,6 +66,8 @@ class NeonClient:
 
     Retries 423/429/503 and connect errors with jittered backoff (``Retry-After`` honoured), and
     read errors for GET/HEAD/DELETE only; maps error answers to :mod:`neonflow.errors`.
+    ``timeout`` bounds each call, its retries included: a host that accepts and never answers
+    costs ``timeout`` seconds, not ``timeout`` per try.
     """
 
     def __init__(
@@ -72,7 +77,7 @@ class NeonClient:
         project_id: str,
         *,
         transport: httpx.BaseTransport | None = None,
-        timeout: float = 30,
+        timeout: float = 60,
         max_retries: int = 5,
         backoff_base: float = 0.25,
         backoff_cap: float = 10,
@@ -93,6 +98,8 @@ class NeonClient:
         self.request_count = 0
         """HTTP requests sent so far (a request refused at connect time is not counted)."""
         self._sleep = sleep
+        # The deadline of the call under way (see _budget), per thread: threads may share us.
+        self._calls = threading.local()
         self._secret = api_key
         self._host = url.netloc.decode("ascii")
         self._project = f"/projects/{_seg(project_id)}"
@@ -203,25 +210,32 @@ class NeonClient:
         if annotations:
             body["annotation_value"] = dict(annotations)
         attempt = 0
-        while True:
-            try:
-                data = self._json("POST", f"{self._project}/branches", json=body, attempt=attempt)
-            except _OutcomeUnknown as exc:
-                found = self._recover_created(name)
-                if found is not None:
-                    return found
-                if exc.attempt >= self.max_retries:
-                    raise errors.NetworkError(
-                        f"creating branch {name!r}: no answer from the Neon API at {self._host} "
-                        f"after {exc.attempt + 1} attempts; the branch was not created"
-                    ) from exc
-                self._sleep(self._backoff(exc.attempt))
-                attempt = exc.attempt + 1
-                continue
-            created = self._parse(CreatedBranch, data)
-            if annotations and not created.branch.annotations:
-                created.branch.annotations = dict(annotations)
-            return created
+        with self._budget():
+            while True:
+                created = self._try_create(name, body, attempt)
+                if isinstance(created, CreatedBranch):
+                    if annotations and not created.branch.annotations:
+                        created.branch.annotations = dict(annotations)
+                    return created
+                attempt = created
+
+    def _try_create(self, name: str, body: Json, attempt: int) -> CreatedBranch | int:
+        """One create (with its own retries): the branch, or the next attempt's number."""
+        try:
+            data = self._json("POST", f"{self._project}/branches", json=body, attempt=attempt)
+        except _OutcomeUnknown as exc:
+            found = self._recover_created(name)
+            if found is not None:
+                return found
+            delay = self._backoff(exc.attempt)
+            if exc.attempt >= self.max_retries or not self._time_left(delay):
+                raise errors.NetworkError(
+                    f"creating branch {name!r}: no answer from the Neon API at {self._host} "
+                    f"after {exc.attempt + 1} attempts; the branch was not created"
+                ) from exc
+            self._sleep(delay)
+            return exc.attempt + 1
+        return self._parse(CreatedBranch, data)
 
     def update_branch(
         self,
@@ -443,13 +457,44 @@ class NeonClient:
     ) -> httpx.Response:
         """Send with bounded retries; return a 2xx/3xx answer or raise a neonflow error."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        with self._budget():
+            return self._send(method, path, query, json, attempt)
+
+    @contextmanager
+    def _budget(self) -> Iterator[None]:
+        """Bound what runs inside to ``timeout`` seconds, unless an enclosing call already does."""
+        if getattr(self._calls, "deadline", None) is not None:
+            yield
+            return
+        self._calls.deadline = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            self._calls.deadline = None
+
+    def _time_left(self, delay: float = 0.0) -> float:
+        """Seconds of the budget left after waiting ``delay`` (0 when it would be spent)."""
+        deadline: float | None = getattr(self._calls, "deadline", None)
+        if deadline is None:
+            return self.timeout
+        return max(0.0, deadline - time.monotonic() - delay)
+
+    def _send(
+        self, method: str, path: str, query: Json, json: Json | None, attempt: int
+    ) -> httpx.Response:
         while True:
+            left = self._time_left()
+            if left <= 0:  # spent by an enclosing call (a create's look-up after a lost answer)
+                ran_out = httpx.ReadTimeout("no time left for another try")
+                raise self._network_error(method, path, ran_out)
             try:
-                response = self._http.request(method, path, params=query, json=json)
+                response = self._http.request(
+                    method, path, params=query, json=json, timeout=httpx.Timeout(left)
+                )
             except retry.NOT_SENT_ERRORS as exc:
-                if attempt >= self.max_retries:
-                    raise self._network_error(method, path, exc) from exc
                 delay = self._backoff(attempt)
+                if attempt >= self.max_retries or not self._time_left(delay):
+                    raise self._network_error(method, path, exc) from exc
             except retry.MAYBE_SENT_ERRORS as exc:
                 self.request_count += 1
                 if method not in retry.IDEMPOTENT_METHODS:
@@ -458,9 +503,9 @@ class NeonClient:
                         f"({_reason(exc)}); the outcome is unknown",
                         attempt,
                     ) from exc
-                if attempt >= self.max_retries:
-                    raise self._network_error(method, path, exc) from exc
                 delay = self._backoff(attempt)
+                if attempt >= self.max_retries or not self._time_left(delay):
+                    raise self._network_error(method, path, exc) from exc
             except httpx.RequestError as exc:
                 raise self._network_error(method, path, exc) from exc
             else:
@@ -469,13 +514,14 @@ class NeonClient:
                     return response
                 error = self._api_error(method, path, response)
                 minimum = retry.retry_after(response.headers) or 0.0
+                delay = max(minimum, self._backoff(attempt))
                 if (
                     response.status_code not in retry.RETRY_STATUSES
                     or attempt >= self.max_retries
                     or minimum > retry.MAX_RETRY_AFTER
+                    or not self._time_left(delay)
                 ):
                     raise error
-                delay = max(minimum, self._backoff(attempt))
             self._sleep(delay)
             attempt += 1
 
@@ -516,7 +562,7 @@ class NeonClient:
                 f"{model.__name__}.{where}: {err['msg']}"
             ) from None
 
-    def _api_error(self, method: str, path: str, response: httpx.Response) -> errors.NeonAPIError:
+    def _api_error(self, method: str, path: str, response: httpx.Response) -> errors.NeonflowError:
         status = response.status_code
         try:
             body = response.json()
@@ -531,6 +577,17 @@ class NeonClient:
             snippet = text.splitlines()[0][:200] if text else ""
             if snippet and not snippet.startswith(("<", "{")):
                 message += f": {snippet}"
+        if status == 404 and not body.get("message"):
+            # Neon's 404s are JSON with a message; a bare one ("File not found") comes from a
+            # server that is not a Neon API at all: a configuration error, not a missing branch.
+            return errors.ConfigError(
+                self._redact(
+                    f"{mask_password(self.api_host)} is not a Neon API: {method} {path} "
+                    "answered HTTP 404 "
+                    f"without Neon's error body ({message}); check [neon] api_host "
+                    "(Neon cloud's is https://console.neon.tech/api/v2)"
+                )
+            )
         request_id = body.get("request_id") or response.headers.get("x-request-id", "")
         return _error_class(status)(
             self._redact(message),
@@ -548,7 +605,8 @@ class NeonClient:
             what = f"cannot reach the Neon API at {self._host}"
         elif isinstance(exc, httpx.TimeoutException):
             what = (
-                f"the Neon API at {self._host} did not answer {method} {path} in {self.timeout:g} s"
+                f"the Neon API at {self._host} did not answer {method} {path} within "
+                f"{self.timeout:g} s ([neon] timeout)"
             )
         else:
             what = f"{method} {path} to the Neon API at {self._host} failed"

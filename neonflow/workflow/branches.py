@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from neonflow.errors import (
     MigrationError,
     NeonAPIError,
     NeonflowError,
+    NetworkError,
     NotFoundError,
     RefusedError,
     UsageError,
@@ -198,18 +200,18 @@ class Branches:
     # -- lookups ---------------------------------------------------------------------------
 
     def full_name(self, name: str | None) -> tuple[str, str | None]:
-        """The Neon name for ``name`` (or the git branch), and the name given if it changed."""
-        given = name or names.git_branch(self.settings.root)
-        if not given:
+        """The Neon name for ``name`` (None: the git branch): ``[branch] prefix`` + the name as
+        typed. The second item is always None (names are no longer rewritten)."""
+        given = names.git_branch(self.settings.root) if name is None else name
+        if given is None:
             raise UsageError("give a branch name (the current folder is not on a git branch)")
-        safe = self.settings.branch.prefix + names.neon_safe(given)
-        if safe.startswith(("br-", "ep-")):
+        names.check_name(given)
+        full = names.check_name(self.settings.branch.prefix + given)
+        if full.startswith(("br-", "ep-")):
             raise UsageError(
-                f"{safe!r} would read as a Neon id: choose a name not starting with br-"
+                f"{full!r} would read as a Neon id: choose a name not starting with br- or ep-"
             )
-        if len(safe) > names.MAX_NAME:
-            raise UsageError(f"{safe!r} is longer than {names.MAX_NAME} characters")
-        return safe, (given if safe != self.settings.branch.prefix + given else None)
+        return full, None
 
     def _lookup(self, name: str) -> str:
         """A name as given on the command line, as neonflow would have created it."""
@@ -223,7 +225,7 @@ class Branches:
     def find(
         self, name: str, branches: list[Branch] | None = None, literal: bool = False
     ) -> Branch | None:
-        """By id, else by the name neonflow would give it (prefix, Neon-safe), else as given.
+        """By id, else by the name neonflow would give it (with the prefix), else as given.
 
         ``literal`` names (the configured parent, ``--base``) match by id or exact name only:
         ``main`` must never resolve to a feature branch called ``preview/main``.
@@ -247,6 +249,35 @@ class Branches:
                 f"branch {name!r} not found; see `neonflow branch list` for the branches there are"
             )
         return branch
+
+    @contextmanager
+    def unchanged(self, *watched: Branch) -> Iterator[None]:
+        """Work on the ``watched`` branches; if that fails because one was deleted or reset
+        meanwhile (another command won a race), say so with the not-found code, rather than
+        pass on the database's "does not exist" or "terminating connection"."""
+        try:
+            yield
+        except (NetworkError, MigrationError, NeonAPIError) as exc:
+            for branch in watched:
+                change = self._change(branch)
+                if change:
+                    raise NotFoundError(
+                        f"branch {branch.name!r} was {change} meanwhile, by another command "
+                        f"({_first_line(exc)}); see `neonflow branch list` and run this again"
+                    ) from None
+            raise
+
+    def _change(self, branch: Branch) -> str | None:
+        """How ``branch`` changed since it was read ("deleted", "reset"), or None."""
+        try:
+            now = self.client.get_branch(branch.id)
+        except NotFoundError:
+            return "deleted"
+        except NeonflowError:
+            return None  # cannot tell: the original error stands
+        if now.last_reset_at != branch.last_reset_at or now.current_state == "resetting":
+            return "reset"
+        return None
 
     def parent_of(self, branch: Branch, branches: list[Branch]) -> Branch:
         for candidate in branches:
@@ -277,7 +308,7 @@ class Branches:
             driver = self.project.url_driver()
         except ConfigError:
             driver = None
-        envfile.set_vars(self.settings.env_file, variables.values(url, driver))
+        envfile.set_vars(self.settings.env_file, variables.values(url, driver), warn=self.progress)
 
     def wait_ready(self, branch: Branch) -> Branch:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -319,8 +350,6 @@ class Branches:
         # What would fail after the branch exists, checked before it does.
         envfile.check_writable(self.settings.env_file)
         self.preflight()
-        if renamed_from:
-            self.progress(f"using the Neon-safe name {full!r} for {renamed_from!r}")
         # Alembic and what env.py imports load in their own process while we wait on Neon.
         with self.runner() as runner:
             return self._start(full, renamed_from, runner, parent or self.settings.neon.parent)
@@ -361,19 +390,20 @@ class Branches:
                     raise
         if created is None:
             branch = self.wait_ready(branch)
-        url = self.created_url(created) or self.url(branch)
-        self.point_app(url)
-        label = self.settings.app.variables.label
-        self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
-        self.progress("running alembic upgrade head")
-        try:
-            revision = self.migrate(runner, url, f"branch {full}")
-        except MigrationError as exc:
-            raise type(exc)(
-                f"{exc}; branch {full} is kept and the app points at it: fix it "
-                "and run `neonflow branch start` again",
-                revision=exc.revision,
-            ) from None
+        with self.unchanged(branch):
+            url = self.created_url(created) or self.url(branch)
+            self.point_app(url)
+            label = self.settings.app.variables.label
+            self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
+            self.progress("running alembic upgrade head")
+            try:
+                revision = self.migrate(runner, url, f"branch {full}")
+            except MigrationError as exc:
+                raise type(exc)(
+                    f"{exc}; branch {full} is kept and the app points at it: fix it "
+                    "and run `neonflow branch start` again",
+                    revision=exc.revision,
+                ) from None
         return StartResult(
             branch=full,
             branch_id=branch.id,
@@ -472,9 +502,10 @@ class Branches:
             self.progress(f"resetting {branch.name} from {parent.name}")
             restored = self.client.restore_branch(branch.id, parent.id)
             self.client.wait_for_operations(restored.operations)
-            self.wait_ready(self.client.get_branch(branch.id))
+            fresh = self.wait_ready(self.client.get_branch(branch.id))
             self.progress("running alembic upgrade head")
-            revision = self.migrate(runner, self.url(branch), f"branch {branch.name}")
+            with self.unchanged(fresh):
+                revision = self.migrate(runner, self.url(branch), f"branch {branch.name}")
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
 
     def diff(self, name: str) -> DiffResult:
@@ -482,7 +513,8 @@ class Branches:
         branch = self.require(name, branches)
         parent = self.parent_of(branch, branches)
         database = self.settings.neon.database
-        text = self.client.compare_schema(branch.id, database, base_branch_id=parent.id)
+        with self.unchanged(branch, parent):
+            text = self.client.compare_schema(branch.id, database, base_branch_id=parent.id)
         return DiffResult(branch.name, parent.name, database, text)
 
     def connection_string(self, name: str, pooled: bool = False) -> str:
@@ -715,6 +747,11 @@ class Branches:
         if result.revision is not None and problem is None:
             result.at_head = set(result.revision) == set(head)
         return result
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _revision(url: str) -> list[str] | None:

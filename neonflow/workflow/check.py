@@ -270,16 +270,15 @@ def plural(count: int, noun: str) -> str:
 
 
 def check_branch_name(root: Path) -> str:
-    """``check-<PR head branch or git branch>-<6 hex>``, Neon-safe; ``check-<6 hex>`` without."""
+    """``check-<PR head branch or git branch>-<6 hex>`` (the git name as it is, cut to fit);
+    ``check-<6 hex>`` without one."""
     ref = os.environ.get("GITHUB_HEAD_REF") or names.git_branch(root) or ""
     suffix = secrets.token_hex(3)
-    stem = PREFIX
-    if ref.strip():
-        try:
-            stem = names.neon_safe(f"{PREFIX}-{ref}")
-        except NeonflowError:
-            stem = PREFIX
-    return f"{stem[: names.MAX_NAME - len(suffix) - 1]}-{suffix}"
+    stem = f"{PREFIX}-{ref}"[: names.MAX_NAME - len(suffix) - 1] if ref.strip() else PREFIX
+    try:
+        return names.check_name(f"{stem}-{suffix}")
+    except NeonflowError:  # a control character in GITHUB_HEAD_REF
+        return f"{PREFIX}-{suffix}"
 
 
 class Check:

@@ -1,33 +1,35 @@
-"""Branch names and the git facts neonflow records: Neon-safe names, current branch, merges."""
+"""Branch names and the git facts neonflow records: valid names, current branch, merges."""
 
 from __future__ import annotations
 
 import getpass
-import re
 import subprocess
+import unicodedata
 from pathlib import Path
 
 from neonflow.errors import UsageError
 
 MAX_NAME = 256
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def neon_safe(name: str) -> str:
-    """A name Neon and every shell accept: ``feature/login page`` becomes ``feature-login-page``."""
-    raw = name.strip()
-    if not raw:
+def check_name(name: str) -> str:
+    """``name`` itself, if Neon takes it as a branch name; otherwise one clear UsageError.
+
+    Neon takes any name of 1 to 256 characters, so nothing is folded: ``feature/login`` and
+    ``café`` are used as typed. Only an empty (or blank) name, a longer one, and control
+    characters (invisible, and they break terminals and logs) are refused.
+    """
+    if not name.strip():
         raise UsageError("a branch name cannot be empty")
-    if any(ord(ch) < 32 for ch in raw):
-        raise UsageError("a branch name cannot contain control characters")
-    safe = _UNSAFE.sub("-", raw).strip("-.")
-    if not safe:
-        raise UsageError(f"{name!r} has no character usable in a Neon branch name")
-    if len(safe) > MAX_NAME:
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        what = "a control character" if unicodedata.category(bad) == "Cc" else "invalid UTF-8"
+        raise UsageError(f"a branch name cannot contain {what} ({name!r})")
+    if len(name) > MAX_NAME:
         raise UsageError(
-            f"a Neon branch name has at most {MAX_NAME} characters ({len(safe)} given)"
+            f"a Neon branch name has at most {MAX_NAME} characters ({len(name)} given)"
         )
-    return safe
+    return name
 
 
 def _git(root: Path, *args: str) -> str | None:
