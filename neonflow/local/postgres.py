@@ -209,9 +209,7 @@ class EmbeddedPostgres:
                 )
             except subprocess.CalledProcessError:
                 out.seek(0)
-                raise LocalNeonError(
-                    f"{program} failed: {out.read().strip().splitlines()[-1:]}"
-                ) from None
+                raise LocalNeonError(f"{program} failed: {_reason(out.read())}") from None
             except subprocess.TimeoutExpired:
                 raise LocalNeonError(f"{program} timed out") from None
 
@@ -221,6 +219,16 @@ class EmbeddedPostgres:
         except OSError:
             return "(no log)"
         return " | ".join(lines[-3:])
+
+
+def _reason(output: str) -> str:
+    """The line of a failed program's output that says why (``initdb`` ends with cleanup
+    chatter such as "removing data directory", after the real reason)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        if any(mark in line for mark in ("error:", "FATAL:", "PANIC:", "ERROR:")):
+            return line
+    return lines[-1] if lines else "no output"
 
 
 def new_password() -> str:
