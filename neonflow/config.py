@@ -105,6 +105,21 @@ class CheckSettings(_Section):
         ]
     )
     ignore: list[str] = Field(default_factory=list)
+    # How long a throw-away branch (check's copy, promote's rehearsal) outlives a killed run.
+    expires_in: str = "1h"
+
+    @field_validator("expires_in")
+    @classmethod
+    def _throwaway_expiry(cls, value: str) -> str:
+        try:
+            duration = parse_duration(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        if not timedelta(0) < duration <= timedelta(days=30):
+            raise ValueError(
+                "throw-away branches must expire, at most 30 days ahead (Neon's limit)"
+            )
+        return value.strip()
 
 
 class FaultSettings(_Section):

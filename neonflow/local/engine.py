@@ -966,7 +966,8 @@ class LocalNeon:
                 status, error = "finished", None
             except Exception as exc:  # an operation reports its failure, it never kills the worker
                 log.exception("operation %s (%s) failed", op["id"], op["action"])
-                status, error = "failed", str(exc)[:500]
+                # The first line: PostgreSQL adds a HINT on the next, the client shows one line.
+                status, error = "failed", (str(exc).strip().splitlines() or ["failed"])[0][:500]
                 failed = failed or error
                 self._undo(op)
             with self.store.lock:

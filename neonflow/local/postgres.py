@@ -226,8 +226,9 @@ def _reason(output: str) -> str:
     chatter such as "removing data directory", after the real reason)."""
     lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
     for line in lines:
-        if any(mark in line for mark in ("error:", "FATAL:", "PANIC:", "ERROR:")):
-            return line
+        for mark in ("error:", "FATAL:", "PANIC:", "ERROR:"):
+            if mark in line:
+                return line[line.index(mark) + len(mark) :].strip()
     return lines[-1] if lines else "no output"
 
 
