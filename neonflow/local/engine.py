@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -45,6 +46,7 @@ DEFAULT_ROLE = "neondb_owner"
 PENDING = ("scheduling", "running")
 MAX_EXPIRY = timedelta(days=30)
 WAL_LOG_BELOW_BYTES = 32 * 1024 * 1024
+WAL_HEADROOM_BYTES = 16 * 1024 * 1024  # one WAL segment
 HOLD_PENDING_SECONDS = 0.5
 _NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,60}$")
 # The spec bounds an annotation to 50 string properties (AnnotationValueData.maxProperties) and
@@ -1023,6 +1025,10 @@ class LocalNeon:
         """Background upkeep: write what a full disk kept in memory, finish deletes that failed,
         delete expired branches. Never raises (it runs on the reaper thread)."""
         try:
+            if not self.pg.running():
+                # It stops itself when its disk fills up (a PANIC); start it once it can.
+                log.warning("PostgreSQL is not running; starting it again")
+                self.pg.start()
             self.store.flush()
             with self.store.lock:
                 leftovers = [
@@ -1164,6 +1170,7 @@ class LocalNeon:
             )
             row = conn.execute("SELECT pg_database_size(%s)", (src,)).fetchone()
             size = int(row[0]) if row else 0
+            self._check_room(src, 0 if self._clone else size)
             with self._copy_locks[src], self._no_connections(conn, src):
                 if self._clone:
                     conn.execute("SET file_copy_method = clone")
@@ -1176,6 +1183,18 @@ class LocalNeon:
                     )
                 )
         return size
+
+    def _check_room(self, src: str, size: int) -> None:
+        """Refuse a copy the disk cannot hold: PostgreSQL fails a data file that cannot grow
+        with an error, but stops the whole cluster (PANIC) when its WAL cannot grow."""
+        free = shutil.disk_usage(self.pg.data_dir).free
+        need = size + WAL_HEADROOM_BYTES
+        if free < need:
+            mb = 1024 * 1024
+            raise RuntimeError(
+                f"No space left on device: a copy of {src} needs about {need // mb} MB, "
+                f"{free // mb} MB are free in {self.pg.data_dir}"
+            )
 
     def _strategy(self, size: int) -> str:
         """FILE_COPY copies files but checkpoints twice; WAL_LOG writes the copy through the WAL.

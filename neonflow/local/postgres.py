@@ -122,6 +122,10 @@ class EmbeddedPostgres:
             "-c synchronous_commit=off",
         ]
         self._own(self.data_dir)
+        if self._as_root:
+            # A parent folder may have been closed again since initdb (pytest does that to its
+            # temporary root at every session start): open the way for PostgreSQL's user anew.
+            _embedded_utils().ensure_prefix_permissions(self.data_dir)
         try:
             self._run(
                 "pg_ctl",
