@@ -28,6 +28,7 @@ from typer.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
 from neonflow.cli.main import app
+from neonflow.local import engine as engine_module
 from neonflow.local import store as store_module
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
@@ -259,6 +260,43 @@ def test_a_failed_create_leaves_no_branch_and_a_failed_reset_keeps_the_data(harn
     assert api.get(f"/branches/{feature_id}").json()["branch"]["current_state"] == "ready"
     with psycopg.connect(harness.pg.dsn(physical), autocommit=True) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("mine",)]
+    assert harness.physical() == harness.recorded()
+
+
+def test_copies_the_disk_cannot_hold_fail_before_postgresql_would(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    api = harness.api
+    main_id = next(b["id"] for b in api.get("/branches").json()["branches"] if b["default"])
+    feature = create(api, "full", endpoint=False)
+    feature_id = feature["branch"]["id"]
+    with psycopg.connect(harness.pg.dsn(f"neondb_{feature_id}"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(
+        engine_module.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=4096)
+    )
+
+    response = api.post("/branches", json={"branch": {"name": "no-room"}})
+    assert response.status_code == 201, response.text
+    [op] = wait(api, response.json()["operations"])
+    assert op["status"] == "failed" and ENOSPC in op["error"] and "\n" not in op["error"]
+    assert api.get(f"/branches/{response.json()['branch']['id']}").status_code == 404
+
+    response = api.post(f"/branches/{feature_id}/restore", json={"source_branch_id": main_id})
+    [op] = wait(api, response.json()["operations"])
+    assert op["status"] == "failed" and ENOSPC in op["error"]
+    assert api.get(f"/branches/{feature_id}").json()["branch"]["current_state"] == "ready"
+    with psycopg.connect(harness.pg.dsn(f"neondb_{feature_id}"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,), "not reset"
+    assert harness.physical() == harness.recorded()
+
+    monkeypatch.setattr(engine_module.shutil, "disk_usage", real_usage)  # space returns
+    create(api, "no-room")
+    response = api.post(f"/branches/{feature_id}/restore", json={"source_branch_id": main_id})
+    assert [op["status"] for op in wait(api, response.json()["operations"])] == ["finished"]
+    with psycopg.connect(harness.pg.dsn(f"neondb_{feature_id}"), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('kept')").fetchone() == (None,), "reset now"
     assert harness.physical() == harness.recorded()
 
 

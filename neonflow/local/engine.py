@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -170,12 +170,15 @@ class LocalNeon:
     def close(self) -> None:
         self._stop.set()
         self._executor.shutdown(wait=True, cancel_futures=False)
+        self.store.flush()  # what a full disk kept in memory, if there is room now
 
     def reap_expired(self) -> list[str]:
         """Delete branches whose ``expires_at`` has passed (Neon's background job)."""
         moment = datetime.now(UTC)
         gone = []
-        for branch in list(self._live_branches()):
+        with self.store.lock:  # requests change the branches meanwhile
+            candidates = list(self._live_branches())
+        for branch in candidates:
             expires = branch.get("expires_at")
             if expires and parse_time(expires, "expires_at") <= moment:
                 try:
@@ -1025,7 +1028,7 @@ class LocalNeon:
         """Background upkeep: write what a full disk kept in memory, finish deletes that failed,
         delete expired branches. Never raises (it runs on the reaper thread)."""
         try:
-            if not self.pg.running():
+            if not self.pg.running() and not self._stop.is_set():
                 # It stops itself when its disk fills up (a PANIC); start it once it can.
                 log.warning("PostgreSQL is not running; starting it again")
                 self.pg.start()
@@ -1128,9 +1131,12 @@ class LocalNeon:
                 self._copy_database(src, stage, owner)
         except BaseException:
             for stage, _ in staged:
-                self._sql(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(stage))
-                )
+                with suppress(psycopg.Error):  # the failure itself is what the operation reports
+                    self._sql(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(stage)
+                        )
+                    )
             raise
         for old, new in op.get("_preserve", []):
             with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
@@ -1145,7 +1151,8 @@ class LocalNeon:
                 conn.execute(
                     sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(new))
                 )
-        op["_renamed"] = True
+        with self.store.lock:
+            op["_renamed"] = True
         with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
             for stage, dst in staged:
                 conn.execute(
