@@ -108,9 +108,9 @@ def _exclusive(paths: StatePaths, strict: bool = True) -> Iterator[None]:
         check_state_dir(paths.root)
     try:
         fh = open(paths.lock, "w")
-    except OSError:
+    except OSError as exc:
         if strict:
-            raise
+            raise LocalNeonError(f"cannot write in {paths.root}: {exc.strerror or exc}") from None
         yield
         return
     with fh:
@@ -136,6 +136,7 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
         load_or_create_config(paths, settings.local.project_id)
         env = {**os.environ, "NEONFLOW_LOCAL__STATE_DIR": str(paths.root)}
         with open(paths.log, "ab") as log:
+            logged = log.tell()  # where this start's own lines begin
             process = subprocess.Popen(
                 [sys.executable, "-m", "neonflow.local", "serve"],
                 cwd=settings.root,
@@ -150,7 +151,7 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                reason = _start_error(paths.log)
+                reason = _start_error(paths.log, logged)
                 if reason:
                     raise LocalNeonError(f"the local Neon could not start: {reason} ({paths.log})")
                 raise LocalNeonError(
@@ -233,10 +234,13 @@ def _stop_orphan_postgres(paths: StatePaths) -> None:
         pg.stop()
 
 
-def _start_error(log: Path) -> str | None:
-    """The one-line reason the server gave for not starting (its last ``error:`` line)."""
+def _start_error(log: Path, offset: int) -> str | None:
+    """The one-line reason the server gave for not starting (its last ``error:`` line, in what
+    it wrote from ``offset`` on)."""
     try:
-        lines = log.read_text(errors="replace").strip().splitlines()
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return None
     if lines and lines[-1].startswith("error: "):
