@@ -203,12 +203,45 @@ def test_operations_whose_result_cannot_be_saved_yet_converge_when_space_returns
     harness: Harness, tmp_path: Path
 ):
     api = harness.api
+    main_id = next(b["id"] for b in api.get("/branches").json()["branches"] if b["default"])
+    copies = iter(range(10))
+
+    def restart_from_disk() -> Store:
+        """Run a second local Neon from the disk as it is now (a restart), on the same cluster."""
+        copy = tmp_path / f"restart-{next(copies)}" / "state.json"
+        copy.parent.mkdir()
+        shutil.copy(harness.store.path, copy)
+        restarted = LocalNeon(Store(copy), harness.pg, "hardening")
+        restarted.bootstrap()  # runs again the operations the disk holds as pending
+        restarted.close()
+        return restarted.store
+
+    def rows(branch_id: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(harness.pg.dsn(f"neondb_{branch_id}"), autocommit=True) as conn:
+            return conn.execute("SELECT v FROM notes ORDER BY v").fetchall()
+
+    def write(branch_id: str, value: str) -> None:
+        with psycopg.connect(harness.pg.dsn(f"neondb_{branch_id}"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS notes (v text)")
+            conn.execute("INSERT INTO notes VALUES (%s)", (value,))
+
     harness.failing["mode"] = "workers"  # the request is saved, the operation's end is not
     created = create(api, "lagging")
     branch_id = created["branch"]["id"]
     op_id = created["operations"][0]["id"]
     assert api.get(f"/branches/{branch_id}").json()["branch"]["current_state"] == "ready"
-    assert harness.on_disk["operations"][op_id]["status"] in PENDING  # a restart would rerun it
+    assert harness.on_disk["operations"][op_id]["status"] in PENDING  # a restart runs it again
+    write(branch_id, "after the create")
+    assert restart_from_disk().branches[branch_id]["current_state"] == "ready"
+    assert rows(branch_id) == [("after the create",)], "running the create again kept the copy"
+
+    response = api.post(f"/branches/{branch_id}/restore", json={"source_branch_id": main_id})
+    assert [op["status"] for op in wait(api, response.json()["operations"])] == ["finished"]
+    [restore] = response.json()["operations"]
+    assert harness.on_disk["operations"][restore["id"]]["status"] in PENDING
+    write(branch_id, "after the reset")
+    restart_from_disk()
+    assert rows(branch_id) == [("after the reset",)], "running the reset again reset nothing"
 
     response = api.delete(f"/branches/{branch_id}")
     assert response.status_code == 200, response.text
@@ -216,17 +249,9 @@ def test_operations_whose_result_cannot_be_saved_yet_converge_when_space_returns
     assert api.get(f"/branches/{branch_id}").status_code == 404
     assert harness.physical() == harness.recorded()  # the database is really gone
     assert branch_id in harness.on_disk["branches"]  # the disk lags behind
+    assert branch_id not in restart_from_disk().branches  # a restart deletes it again
 
-    # A restart from the disk as it is now converges too: the delete runs again.
-    copy = tmp_path / "restart" / "state.json"
-    copy.parent.mkdir()
-    shutil.copy(harness.store.path, copy)
     harness.failing["mode"] = None
-    restarted = LocalNeon(Store(copy), harness.pg, "hardening")
-    restarted.bootstrap()
-    restarted.close()
-    assert branch_id not in restarted.store.branches
-
     harness.neon.tick()  # the server's reaper thread does this every 30 s
     assert branch_id not in harness.on_disk["branches"]
     assert all(op["status"] not in PENDING for op in harness.on_disk["operations"].values())

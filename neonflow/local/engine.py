@@ -1082,7 +1082,10 @@ class LocalNeon:
             ]
         size = 0
         for src, dst, owner in pairs:
-            size += self._copy_database(src, dst, owner)
+            # Run again after a restart whose disk had not caught up, the copy may be there and
+            # in use (CREATE DATABASE commits whole or not at all): keep it.
+            made = self._database_size(dst)
+            size += made if made is not None else self._copy_database(src, dst, owner)
             if branch.get("init_source") == "schema-only":
                 self._truncate_all(dst)
         with self.store.lock:
@@ -1123,11 +1126,17 @@ class LocalNeon:
                 (s["physical"], d["physical"], d["owner_name"])
                 for s, d in zip(source["_databases"], branch["_databases"], strict=True)
             ]
+        # Each restored database is marked with the operation, so a run again after a restart
+        # (the disk had not caught up) leaves alone what this restore already replaced.
+        marker = f"neonflow restore {op['id']}"
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            done = {dst for _, dst, _ in pairs if self._comment(conn, dst) == marker}
         # The copies are made aside first: should one fail (a full disk), the branch still has
         # its data, and nothing was renamed for preserve_under_name yet.
-        staged = [(f"nf_stage_{op['id'][:8]}_{i}", dst) for i, (_, dst, _) in enumerate(pairs)]
+        todo = [(src, dst, owner) for src, dst, owner in pairs if dst not in done]
+        staged = [(f"nf_stage_{op['id'][:8]}_{i}", dst) for i, (_, dst, _) in enumerate(todo)]
         try:
-            for (src, _, owner), (stage, _) in zip(pairs, staged, strict=True):
+            for (src, _, owner), (stage, _) in zip(todo, staged, strict=True):
                 self._copy_database(src, stage, owner)
         except BaseException:
             for stage, _ in staged:
@@ -1161,6 +1170,11 @@ class LocalNeon:
                 conn.execute(
                     sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(stage), sql.Identifier(dst)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(dst), sql.Literal(marker)
                     )
                 )
         with self.store.lock:
@@ -1237,6 +1251,22 @@ class LocalNeon:
         finally:
             if self._exists(conn, database):
                 conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+
+    @staticmethod
+    def _comment(conn: psycopg.Connection[Any], database: str) -> str | None:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (database,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _database_size(self, database: str) -> int | None:
+        """The size of ``database``, or None when there is no such database."""
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+        return int(row[0]) if row else None
 
     @staticmethod
     def _exists(conn: psycopg.Connection[Any], database: str) -> bool:
