@@ -124,6 +124,9 @@ def _exclusive(paths: StatePaths, strict: bool = True) -> Iterator[None]:
 def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
     """Start the local Neon unless it runs; returns its info and whether it was started now."""
     paths = StatePaths(settings.state_dir)
+    info = running(settings)
+    if info is not None:
+        return info, False  # nothing to write: it must answer even when its disk is full
     with _exclusive(paths):
         info = running(settings)
         if info is not None:
