@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -147,18 +148,40 @@ class CheckSettings(_Section):
         ]
     )
     ignore: list[str] = Field(default_factory=list)
+    # How long a throw-away branch (check's copy, promote's rehearsal) outlives a killed run.
+    expires_in: str = "1h"
+
+    @field_validator("expires_in")
+    @classmethod
+    def _throwaway_expiry(cls, value: str) -> str:
+        try:
+            duration = parse_duration(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        if not timedelta(0) < duration <= timedelta(days=30):
+            raise ValueError(
+                "throw-away branches must expire, at most 30 days ahead (Neon's limit)"
+            )
+        return value.strip()
 
 
 class FaultSettings(_Section):
     """Fault injection for the local Neon (off unless a rate is set)."""
 
-    rate_429: float = 0.0
-    rate_423: float = 0.0
-    rate_503: float = 0.0
-    rate_drop: float = 0.0
-    rate_failed_operation: float = 0.0
-    latency_ms: int = 0
+    rate_429: float = Field(default=0.0, ge=0, le=1)
+    rate_423: float = Field(default=0.0, ge=0, le=1)
+    rate_503: float = Field(default=0.0, ge=0, le=1)
+    rate_drop: float = Field(default=0.0, ge=0, le=1)
+    rate_failed_operation: float = Field(default=0.0, ge=0, le=1)
+    latency_ms: int = Field(default=0, ge=0, le=60_000)
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_answer_per_request(self) -> FaultSettings:
+        # One roll picks at most one of 429 / 423 / 503, so their rates share one request.
+        if self.rate_429 + self.rate_423 + self.rate_503 > 1:
+            raise ValueError("rate_429 + rate_423 + rate_503 must be at most 1")
+        return self
 
     @property
     def enabled(self) -> bool:

@@ -247,21 +247,34 @@ def prune(
     older_than: Annotated[
         str | None, typer.Option("--older-than", help="Branches created longer ago, e.g. 7d.")
     ] = None,
+    throwaways: Annotated[
+        bool,
+        typer.Option(
+            "--throwaways",
+            help="Only throw-away branches (check, rehearsal): expired, or --older-than.",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
     yes: YesOpt = False,
     json: JsonOpt = False,
 ) -> None:
     """Delete neonflow's own stale branches (never the default, protected or parent ones).
 
+    Throw-away branches past their expiry always go.
+
     Example: neonflow branch prune --merged --older-than 7d --dry-run
     """
     wf = branches()
-    preview = wf.prune(older_than, merged, dry_run=True)
+    preview = wf.prune(older_than, merged, dry_run=True, throwaways=throwaways)
     if not dry_run and preview.deleted:
         question = f"Delete {len(preview.deleted)} branches ({', '.join(preview.deleted)})?"
         confirmed(question, yes, "prune")
     result = (
-        preview if dry_run else wf.prune(older_than, merged, dry_run=False, only=preview.deleted)
+        preview
+        if dry_run
+        else wf.prune(
+            older_than, merged, dry_run=False, only=preview.deleted, throwaways=throwaways
+        )
     )
     if json:
         output.data(result.to_json())

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from neonflow.config import load_settings
-from neonflow.errors import NeonflowError
+from neonflow.errors import LocalNeonError, NeonflowError
 from neonflow.local.server import serve
 
 
@@ -21,6 +21,9 @@ def main() -> int:
     except NeonflowError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
+    except OSError as exc:  # the state folder's disk or file system, as the OS reports it
+        sys.stderr.write(f"error: {exc}\n")
+        return LocalNeonError.exit_code
     return 0
 
 

@@ -8,6 +8,7 @@ or drop the connection, before or after the request did its work.
 from __future__ import annotations
 
 import hmac
+import json
 import random
 import socket
 import time
@@ -15,12 +16,17 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
+from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
 from neonflow.local.engine import ApiError, LocalNeon, refuse_point_in_time
 
 PROJECT = "/api/v2/projects/<project_id>"
+# Neon's request bodies are a few kilobytes (a branch, its endpoints, 50 annotation strings).
+MAX_BODY_BYTES = 1024 * 1024
+# Neon's bodies nest a handful of levels; deeper JSON is an attack, not a request.
+MAX_BODY_DEPTH = 32
 
 
 class DropConnection(Exception):
@@ -30,6 +36,7 @@ class DropConnection(Exception):
 def create_api(neon: LocalNeon, token: str) -> Flask:
     app = Flask("neonflow.local")
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # larger bodies get a 413
     faults = _Faults(neon.faults)
     app.extensions["neonflow.faults"] = faults
     api = Blueprint("neon", __name__)
@@ -72,6 +79,8 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        if exc.code == 413:
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "")
         return _error(exc.code or 500, exc.description or exc.name, "")
 
     @app.get("/healthz")
@@ -236,7 +245,12 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.put("/api/v2/_local/faults")
     def put_faults() -> Response:
-        faults.settings = FaultSettings.model_validate(_body())
+        try:
+            faults.settings = FaultSettings.model_validate(_body())
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(part) for part in err["loc"]) or "body"
+            raise ApiError(400, f"bad fault setting {field}: {err['msg']}") from None
         faults.random = random.Random(faults.settings.seed)
         neon.faults = faults.settings
         return jsonify(faults.settings.model_dump())
@@ -254,12 +268,36 @@ def _error(status: int, message: str, code: str) -> tuple[Response, int]:
 
 
 def _body(optional: bool = False) -> dict[str, Any]:
-    if not request.data and optional:
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH this raises the 413
+    if not raw and optional:
         return {}
-    data = request.get_json(silent=True)
+    if not request.is_json:
+        raise ApiError(400, "request body must be a JSON object (Content-Type: application/json)")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, f"request body is not valid JSON: {reason}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
+    if _depth(data) > MAX_BODY_DEPTH:
+        raise ApiError(400, f"request body nests deeper than {MAX_BODY_DEPTH} levels")
     return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (iteratively: the point is to survive hostile input)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_BODY_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _int_arg(name: str) -> int | None:

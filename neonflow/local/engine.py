@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -23,7 +24,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from psycopg import sql
 
 from neonflow.config import FaultSettings
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir, new_password
-from neonflow.local.store import Store, neon_id, operation_id
+from neonflow.local.store import Store, StoreWriteError, neon_id, operation_id
 from neonflow.times import now, rfc3339
 
 log = logging.getLogger("neonflow.local")
@@ -45,8 +46,15 @@ DEFAULT_ROLE = "neondb_owner"
 PENDING = ("scheduling", "running")
 MAX_EXPIRY = timedelta(days=30)
 WAL_LOG_BELOW_BYTES = 32 * 1024 * 1024
+WAL_HEADROOM_BYTES = 16 * 1024 * 1024  # one WAL segment
 HOLD_PENDING_SECONDS = 0.5
 _NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,60}$")
+# The spec bounds an annotation to 50 string properties (AnnotationValueData.maxProperties) and
+# states no string lengths; the lengths are the local Neon's own, roomy for what clients store
+# (git refs, a commit message) and small enough that a branch's metadata stays small.
+MAX_ANNOTATIONS = 50
+MAX_ANNOTATION_KEY = 256
+MAX_ANNOTATION_VALUE = 4096
 
 
 class ApiError(Exception):
@@ -108,6 +116,7 @@ class LocalNeon:
         self._clone = False
         self._stop = threading.Event()
         self._changed = threading.Condition(self.store.lock)
+        self.wake = threading.Event()  # the reaper's: an expiration was set
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -161,18 +170,21 @@ class LocalNeon:
     def close(self) -> None:
         self._stop.set()
         self._executor.shutdown(wait=True, cancel_futures=False)
+        self.store.flush()  # what a full disk kept in memory, if there is room now
 
     def reap_expired(self) -> list[str]:
         """Delete branches whose ``expires_at`` has passed (Neon's background job)."""
         moment = datetime.now(UTC)
         gone = []
-        for branch in list(self._live_branches()):
+        with self.store.lock:  # requests change the branches meanwhile
+            candidates = list(self._live_branches())
+        for branch in candidates:
             expires = branch.get("expires_at")
             if expires and parse_time(expires, "expires_at") <= moment:
                 try:
                     self.delete_branch(branch["id"])
                     gone.append(branch["id"])
-                except ApiError as exc:
+                except ApiError as exc:  # busy (423) or a full disk (503): the next tick
                     log.info("expired branch %s not deleted: %s", branch["id"], exc.message)
         return gone
 
@@ -217,6 +229,17 @@ class LocalNeon:
     def check_project(self, project_id: str) -> None:
         if project_id != self.project_id:
             raise not_found(f"project {project_id}")
+
+    @contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """A request's change: kept once on disk, undone (and a 503) when it cannot be saved."""
+        try:
+            with self.store.transaction():
+                yield
+        except StoreWriteError as exc:
+            raise ApiError(
+                503, f"{exc}; nothing was changed: free space there and retry", "UNAVAILABLE"
+            ) from None
 
     # -- branches: reads -------------------------------------------------------------------
 
@@ -327,7 +350,7 @@ class LocalNeon:
         init_source = spec.get("init_source", "parent-data")
         if init_source not in ("parent-data", "schema-only"):
             raise ApiError(400, f"init_source {init_source!r} is not supported locally")
-        with self.store.lock:
+        with self._mutation():
             parent_id = spec.get("parent_id") or self._default_branch()["id"]
             parent = self._branch(parent_id)
             if parent.get("expires_at"):
@@ -347,6 +370,7 @@ class LocalNeon:
                 branch["expires_at"] = rfc3339(expires_at)
                 ttl = expires_at - datetime.now(UTC)
                 branch["ttl_interval_seconds"] = max(1, int(ttl.total_seconds()))
+                self.wake.set()
             stamp = now()
             branch["_annotation"] = {"value": annotation, "created_at": stamp, "updated_at": stamp}
             branch["_databases"] = [
@@ -366,7 +390,6 @@ class LocalNeon:
                 self.store.endpoints[endpoint["id"]] = endpoint
             branch["_source"] = parent["id"]
             self.store.branches[branch["id"]] = branch
-            self.store.save()
             response = {
                 "branch": self.branch_json(branch),
                 "endpoints": [self.endpoint_json(e) for e in endpoints],
@@ -429,10 +452,23 @@ class LocalNeon:
 
     @staticmethod
     def _validate_annotation(value: Any) -> None:
-        if not isinstance(value, dict) or len(value) > 50:
-            raise ApiError(400, "annotation_value must be an object of at most 50 strings")
+        if not isinstance(value, dict) or len(value) > MAX_ANNOTATIONS:
+            raise ApiError(
+                400, f"annotation_value must be an object of at most {MAX_ANNOTATIONS} strings"
+            )
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ApiError(400, "annotation_value keys and values must be strings")
+        for key, text in value.items():
+            if not 1 <= len(key) <= MAX_ANNOTATION_KEY:
+                raise ApiError(
+                    400, f"annotation_value keys must be 1 to {MAX_ANNOTATION_KEY} characters"
+                )
+            if len(text) > MAX_ANNOTATION_VALUE:
+                raise ApiError(
+                    400,
+                    f"annotation_value[{key[:40]!r}] is longer than "
+                    f"{MAX_ANNOTATION_VALUE} characters",
+                )
 
     def _validate_expiry(self, value: Any, protected: Any) -> datetime | None:
         if value is None:
@@ -454,7 +490,7 @@ class LocalNeon:
         if not isinstance(spec, dict):
             raise ApiError(400, "request body must contain a branch object")
         _check_bool(spec, "protected")
-        with self.store.lock:
+        with self._mutation():
             branch = self._branch(branch_id)
             self._check_unlocked(branch_id)
             if "name" in spec:
@@ -472,6 +508,7 @@ class LocalNeon:
                 branch["ttl_interval_seconds"] = max(
                     1, int((moment - datetime.now(UTC)).total_seconds())
                 )
+                self.wake.set()
             elif "expires_at" in spec:
                 branch.pop("expires_at", None)
                 branch.pop("ttl_interval_seconds", None)
@@ -481,11 +518,10 @@ class LocalNeon:
                 branch["name"] = spec["name"]
             branch["protected"] = bool(protected)
             branch["updated_at"] = now()
-            self.store.save()
             return {"branch": self.branch_json(branch), "operations": []}
 
     def delete_branch(self, branch_id: str) -> dict[str, Any] | None:
-        with self.store.lock:
+        with self._mutation():
             branch = self.store.branches.get(branch_id)
             if branch is None or branch.get("_deleted"):
                 return None
@@ -501,13 +537,12 @@ class LocalNeon:
             branch["updated_at"] = now()
             for endpoint_id in [e["id"] for e in self._branch_endpoints(branch_id)]:
                 del self.store.endpoints[endpoint_id]
-            self.store.save()
             out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
         self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
         return out
 
     def set_default(self, branch_id: str) -> dict[str, Any]:
-        with self.store.lock:
+        with self._mutation():
             branch = self._branch(branch_id)
             self._check_unlocked(branch_id)
             if branch.get("expires_at"):
@@ -522,7 +557,6 @@ class LocalNeon:
                     other["updated_at"] = now()
             branch["default"] = True
             branch["updated_at"] = now()
-            self.store.save()
             return {"branch": self.branch_json(branch), "operations": []}
 
     def restore_branch(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -535,7 +569,7 @@ class LocalNeon:
                 400, "restoring a branch from itself needs source_lsn or source_timestamp"
             )
         preserve = body.get("preserve_under_name")
-        with self.store.lock:
+        with self._mutation():
             branch = self._branch(branch_id)
             self._branch(source_id)
             if branch["protected"]:
@@ -584,7 +618,6 @@ class LocalNeon:
                     branch["expires_at"] = rfc3339(datetime.now(UTC) + ttl)
             branch.update(current_state="resetting", pending_state="ready", state_changed_at=now())
             branch["updated_at"] = now()
-            self.store.save()
             out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
         self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
         return out
@@ -592,15 +625,21 @@ class LocalNeon:
     def _children(self, branch_id: str) -> list[dict[str, Any]]:
         return [b for b in self._live_branches() if b.get("parent_id") == branch_id]
 
-    def _check_unlocked(self, branch_id: str) -> None:
+    def _pending(self, branch_id: str) -> dict[str, Any] | None:
         for op in self.store.operations.values():
             if op.get("branch_id") == branch_id and op["status"] in PENDING:
-                raise ApiError(
-                    423,
-                    f"branch {branch_id} has an operation in progress ({op['action']}); "
-                    "retry when it finishes",
-                    "LOCKED",
-                )
+                return op
+        return None
+
+    def _check_unlocked(self, branch_id: str) -> None:
+        op = self._pending(branch_id)
+        if op is not None:
+            raise ApiError(
+                423,
+                f"branch {branch_id} has an operation in progress ({op['action']}); "
+                "retry when it finishes",
+                "LOCKED",
+            )
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -725,7 +764,7 @@ class LocalNeon:
             raise ApiError(400, "endpoint.branch_id and endpoint.type are required")
         if spec["type"] not in ("read_write", "read_only"):
             raise ApiError(400, "endpoint.type must be read_write or read_only")
-        with self.store.lock:
+        with self._mutation():
             self._branch(spec["branch_id"])
             existing = self._branch_endpoints(spec["branch_id"])
             if spec["type"] == "read_write" and any(e["type"] == "read_write" for e in existing):
@@ -733,7 +772,6 @@ class LocalNeon:
             endpoint = self._new_endpoint(spec["branch_id"], spec["type"], spec)
             op = self._new_operation("start_compute", spec["branch_id"], endpoint["id"])
             self.store.endpoints[endpoint["id"]] = endpoint
-            self.store.save()
             out = {
                 "endpoint": self.endpoint_json(endpoint),
                 "operations": [self.operation_json(op)],
@@ -743,14 +781,13 @@ class LocalNeon:
 
     def endpoint_action(self, endpoint_id: str, action: str) -> dict[str, Any]:
         """``start`` or ``suspend`` a compute (locally, connections work either way)."""
-        with self.store.lock:
+        with self._mutation():
             endpoint = self._endpoint(endpoint_id)
             self._check_unlocked(endpoint["branch_id"])
             kind = "start_compute" if action == "start" else "suspend_compute"
             target = "active" if action == "start" else "idle"
             endpoint["pending_state"] = target
             op = self._new_operation(kind, endpoint["branch_id"], endpoint_id)
-            self.store.save()
             out = {
                 "endpoint": self.endpoint_json(endpoint),
                 "operations": [self.operation_json(op)],
@@ -934,8 +971,10 @@ class LocalNeon:
                 status, error = "finished", None
             except Exception as exc:  # an operation reports its failure, it never kills the worker
                 log.exception("operation %s (%s) failed", op["id"], op["action"])
-                status, error = "failed", str(exc)[:500]
+                # The first line: PostgreSQL adds a HINT on the next, the client shows one line.
+                status, error = "failed", (str(exc).strip().splitlines() or ["failed"])[0][:500]
                 failed = failed or error
+                self._undo(op)
             with self.store.lock:
                 op.update(
                     status=status,
@@ -945,8 +984,77 @@ class LocalNeon:
                 )
                 if error:
                     op["failures_count"] += 1
-                self.store.save()
+                # The work is done (or undone): memory says so now, the disk when it can.
+                self.store.save_or_defer()
                 self._changed.notify_all()
+
+    def _undo(self, op: dict[str, Any]) -> None:
+        """After a failed operation, leave the branch as a client can use or delete it."""
+        try:
+            if op["action"] == "create_branch":
+                self._abandon(op["branch_id"])
+            elif op["action"] == "create_timeline":
+                self._restore_failed(op)
+        except Exception:  # the sweep (tick) finishes what could not be undone now
+            log.exception("could not undo operation %s (%s)", op["id"], op["action"])
+
+    def _abandon(self, branch_id: str) -> None:
+        """A branch whose creation failed goes away: no half-made branch stays in ``init``."""
+        with self.store.lock:
+            branch = self.store.branches.get(branch_id)
+            if branch is None:
+                return
+            branch["_deleted"] = True
+            for endpoint_id in [e["id"] for e in self._branch_endpoints(branch_id)]:
+                del self.store.endpoints[endpoint_id]
+        self._do_delete(branch_id)
+
+    def _restore_failed(self, op: dict[str, Any]) -> None:
+        """A failed restore staged its copies aside, so the branch keeps its data: ready again."""
+        with self.store.lock:
+            branch = self.store.branches.get(op["branch_id"])
+            if branch is None:
+                return
+            kept = self.store.branches.get(branch.get("restored_as") or "")
+            if kept is not None and op.get("_preserve") and not op.get("_renamed"):
+                # The old data was never moved under the preserved name: forget that branch.
+                for child in self._children(kept["id"]):
+                    child["parent_id"] = branch["id"]
+                del self.store.branches[kept["id"]]
+                del branch["restored_as"]
+            branch.update(current_state="ready", pending_state=None, state_changed_at=now())
+
+    def tick(self) -> None:
+        """Background upkeep: write what a full disk kept in memory, finish deletes that failed,
+        delete expired branches. Never raises (it runs on the reaper thread)."""
+        try:
+            if not self.pg.running() and not self._stop.is_set():
+                # It stops itself when its disk fills up (a PANIC); start it once it can.
+                log.warning("PostgreSQL is not running; starting it again")
+                self.pg.start()
+            self.store.flush()
+            with self.store.lock:
+                leftovers = [
+                    b["id"]
+                    for b in self.store.branches.values()
+                    if b.get("_deleted") and not self._pending(b["id"])
+                ]
+            for branch_id in leftovers:
+                self._do_delete(branch_id)
+                self.store.save_or_defer()
+            self.reap_expired()
+        except Exception:
+            log.exception("background upkeep failed; retrying later")
+
+    def next_expiry(self) -> datetime | None:
+        """When the next branch expires (the reaper wakes then)."""
+        with self.store.lock:
+            moments = [
+                parse_time(b["expires_at"], "expires_at")
+                for b in self._live_branches()
+                if b.get("expires_at")
+            ]
+        return min(moments, default=None)
 
     def _work_for(self, op: dict[str, Any]) -> Callable[[], None] | None:
         action = op["action"]
@@ -974,7 +1082,10 @@ class LocalNeon:
             ]
         size = 0
         for src, dst, owner in pairs:
-            size += self._copy_database(src, dst, owner)
+            # Run again after a restart whose disk had not caught up, the copy may be there and
+            # in use (CREATE DATABASE commits whole or not at all): keep it.
+            made = self._database_size(dst)
+            size += made if made is not None else self._copy_database(src, dst, owner)
             if branch.get("init_source") == "schema-only":
                 self._truncate_all(dst)
         with self.store.lock:
@@ -1015,9 +1126,30 @@ class LocalNeon:
                 (s["physical"], d["physical"], d["owner_name"])
                 for s, d in zip(source["_databases"], branch["_databases"], strict=True)
             ]
+        # Each restored database is marked with the operation, so a run again after a restart
+        # (the disk had not caught up) leaves alone what this restore already replaced.
+        marker = f"neonflow restore {op['id']}"
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            done = {dst for _, dst, _ in pairs if self._comment(conn, dst) == marker}
+        # The copies are made aside first: should one fail (a full disk), the branch still has
+        # its data, and nothing was renamed for preserve_under_name yet.
+        todo = [(src, dst, owner) for src, dst, owner in pairs if dst not in done]
+        staged = [(f"nf_stage_{op['id'][:8]}_{i}", dst) for i, (_, dst, _) in enumerate(todo)]
+        try:
+            for (src, _, owner), (stage, _) in zip(todo, staged, strict=True):
+                self._copy_database(src, stage, owner)
+        except BaseException:
+            for stage, _ in staged:
+                with suppress(psycopg.Error):  # the failure itself is what the operation reports
+                    self._sql(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(stage)
+                        )
+                    )
+            raise
         for old, new in op.get("_preserve", []):
             with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
-                if not self._exists(conn, old):
+                if not self._exists(conn, old) or self._exists(conn, new):
                     continue  # renamed already, before an interruption
                 with self._no_connections(conn, old):
                     conn.execute(
@@ -1028,8 +1160,23 @@ class LocalNeon:
                 conn.execute(
                     sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(new))
                 )
-        for src, dst, owner in pairs:
-            self._copy_database(src, dst, owner)
+        with self.store.lock:
+            op["_renamed"] = True
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            for stage, dst in staged:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dst))
+                )
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(stage), sql.Identifier(dst)
+                    )
+                )
+                conn.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(dst), sql.Literal(marker)
+                    )
+                )
         with self.store.lock:
             branch.update(current_state="ready", pending_state=None, state_changed_at=now())
 
@@ -1044,6 +1191,7 @@ class LocalNeon:
             )
             row = conn.execute("SELECT pg_database_size(%s)", (src,)).fetchone()
             size = int(row[0]) if row else 0
+            self._check_room(src, 0 if self._clone else size)
             with self._copy_locks[src], self._no_connections(conn, src):
                 if self._clone:
                     conn.execute("SET file_copy_method = clone")
@@ -1056,6 +1204,18 @@ class LocalNeon:
                     )
                 )
         return size
+
+    def _check_room(self, src: str, size: int) -> None:
+        """Refuse a copy the disk cannot hold: PostgreSQL fails a data file that cannot grow
+        with an error, but stops the whole cluster (PANIC) when its WAL cannot grow."""
+        free = shutil.disk_usage(self.pg.data_dir).free
+        need = size + WAL_HEADROOM_BYTES
+        if free < need:
+            mb = 1024 * 1024
+            raise RuntimeError(
+                f"No space left on device: a copy of {src} needs about {need // mb} MB, "
+                f"{free // mb} MB are free in {self.pg.data_dir}"
+            )
 
     def _strategy(self, size: int) -> str:
         """FILE_COPY copies files but checkpoints twice; WAL_LOG writes the copy through the WAL.
@@ -1091,6 +1251,22 @@ class LocalNeon:
         finally:
             if self._exists(conn, database):
                 conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+
+    @staticmethod
+    def _comment(conn: psycopg.Connection[Any], database: str) -> str | None:
+        row = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (database,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def _database_size(self, database: str) -> int | None:
+        """The size of ``database``, or None when there is no such database."""
+        with psycopg.connect(self.pg.dsn(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+        return int(row[0]) if row else None
 
     @staticmethod
     def _exists(conn: psycopg.Connection[Any], database: str) -> bool:

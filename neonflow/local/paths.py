@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neonflow.errors import LocalNeonError
+from neonflow.errors import ConfigError, LocalNeonError
 from neonflow.files import write_private
 from neonflow.local.postgres import free_port, new_password
 
@@ -48,21 +49,37 @@ class StatePaths:
         return self.root / "up.lock"
 
 
+def check_state_dir(root: Path) -> None:
+    """A ConfigError naming ``root`` and the reason unless it is a folder we can write in."""
+    where = f"the local Neon's state folder {root} ([local] state_dir)"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{where} is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be written: {exc.strerror or exc}") from None
+
+
 def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
     """Ports, the superuser password and the project id, chosen once and remembered."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    if paths.config.exists():
-        config = read_json(paths.config)
-    else:
-        config = {
-            "project_id": project_id,
-            "pg_port": free_port(),
-            "api_port": free_port(),
-            "pg_password": new_password(),
-        }
-        write_private(paths.config, json.dumps(config, indent=1))
-    if not paths.token.exists():
-        write_private(paths.token, secrets.token_urlsafe(32))
+    check_state_dir(paths.root)
+    try:
+        if paths.config.exists():
+            config = read_json(paths.config)
+        else:
+            config = {
+                "project_id": project_id,
+                "pg_port": free_port(),
+                "api_port": free_port(),
+                "pg_password": new_password(),
+            }
+            write_private(paths.config, json.dumps(config, indent=1))
+        if not paths.token.exists():
+            write_private(paths.token, secrets.token_urlsafe(32))
+    except OSError as exc:
+        raise LocalNeonError(f"cannot write in {paths.root}: {exc.strerror or exc}") from None
     return config
 
 

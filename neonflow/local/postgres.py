@@ -122,6 +122,10 @@ class EmbeddedPostgres:
             "-c synchronous_commit=off",
         ]
         self._own(self.data_dir)
+        if self._as_root:
+            # A parent folder may have been closed again since initdb (pytest does that to its
+            # temporary root at every session start): open the way for PostgreSQL's user anew.
+            _embedded_utils().ensure_prefix_permissions(self.data_dir)
         try:
             self._run(
                 "pg_ctl",
@@ -209,9 +213,7 @@ class EmbeddedPostgres:
                 )
             except subprocess.CalledProcessError:
                 out.seek(0)
-                raise LocalNeonError(
-                    f"{program} failed: {out.read().strip().splitlines()[-1:]}"
-                ) from None
+                raise LocalNeonError(f"{program} failed: {_reason(out.read())}") from None
             except subprocess.TimeoutExpired:
                 raise LocalNeonError(f"{program} timed out") from None
 
@@ -221,6 +223,17 @@ class EmbeddedPostgres:
         except OSError:
             return "(no log)"
         return " | ".join(lines[-3:])
+
+
+def _reason(output: str) -> str:
+    """The line of a failed program's output that says why (``initdb`` ends with cleanup
+    chatter such as "removing data directory", after the real reason)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    for line in lines:
+        for mark in ("error:", "FATAL:", "PANIC:", "ERROR:"):
+            if mark in line:
+                return line[line.index(mark) + len(mark) :].strip()
+    return lines[-1] if lines else "no output"
 
 
 def new_password() -> str:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -77,14 +78,24 @@ def _serve(neon: LocalNeon, paths: StatePaths, config: dict[str, Any]) -> None:
 
     def _shutdown(signum: int, frame: Any) -> None:
         stop.set()
+        neon.wake.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
 
     def _reaper() -> None:
-        while not stop.wait(REAP_EVERY_SECONDS):
-            neon.reap_expired()
+        # At once (a branch may have expired while the server was down), then every
+        # REAP_EVERY_SECONDS, or sooner when a branch expires before that.
+        while not stop.is_set():
+            neon.tick()
+            wait = REAP_EVERY_SECONDS
+            expiry = neon.next_expiry()
+            if expiry is not None:
+                # A branch past its expiry that could not go yet (busy, a full disk): soon.
+                wait = min(wait, max(1.0, (expiry - datetime.now(UTC)).total_seconds() + 0.05))
+            neon.wake.wait(wait)  # set by a new expiration, and by the shutdown
+            neon.wake.clear()
 
     threading.Thread(target=_reaper, daemon=True, name="reaper").start()
     write_private(paths.pid, str(os.getpid()))

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from neonflow.config import Settings
 from neonflow.errors import LocalNeonError
-from neonflow.local.paths import StatePaths, load_or_create_config, read_json
+from neonflow.local.paths import StatePaths, check_state_dir, load_or_create_config, read_json
 
 START_TIMEOUT = 60.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -98,10 +98,22 @@ def running(settings: Settings) -> LocalNeonInfo | None:
 
 
 @contextmanager
-def _exclusive(paths: StatePaths) -> Iterator[None]:
-    """One ``up`` or ``down`` at a time per state folder (concurrent commands all call ``up``)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.lock, "w") as fh:
+def _exclusive(paths: StatePaths, strict: bool = True) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per state folder (concurrent commands all call ``up``).
+
+    ``up`` needs a folder it can write in (else a ConfigError says why); ``down`` must work
+    whatever became of the folder, so it goes on without the lock when it cannot take it.
+    """
+    if strict:
+        check_state_dir(paths.root)
+    try:
+        fh = open(paths.lock, "w")
+    except OSError as exc:
+        if strict:
+            raise LocalNeonError(f"cannot write in {paths.root}: {exc.strerror or exc}") from None
+        yield
+        return
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -112,6 +124,9 @@ def _exclusive(paths: StatePaths) -> Iterator[None]:
 def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
     """Start the local Neon unless it runs; returns its info and whether it was started now."""
     paths = StatePaths(settings.state_dir)
+    info = running(settings)
+    if info is not None:
+        return info, False  # nothing to write: it must answer even when its disk is full
     with _exclusive(paths):
         info = running(settings)
         if info is not None:
@@ -124,6 +139,7 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
         load_or_create_config(paths, settings.local.project_id)
         env = {**os.environ, "NEONFLOW_LOCAL__STATE_DIR": str(paths.root)}
         with open(paths.log, "ab") as log:
+            logged = log.tell()  # where this start's own lines begin
             process = subprocess.Popen(
                 [sys.executable, "-m", "neonflow.local", "serve"],
                 cwd=settings.root,
@@ -138,6 +154,9 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                reason = _start_error(paths.log, logged)
+                if reason:
+                    raise LocalNeonError(f"the local Neon could not start: {reason} ({paths.log})")
                 raise LocalNeonError(
                     f"the local Neon exited during start (code {process.returncode}); "
                     f"see {paths.log}: {_tail(paths.log)}"
@@ -154,16 +173,24 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
 def down(settings: Settings) -> bool:
     """Stop the local Neon (and its PostgreSQL); returns whether one was running."""
     paths = StatePaths(settings.state_dir)
-    with _exclusive(paths):
+    if not paths.root.is_dir():
+        return False  # nothing ever started from there
+    with _exclusive(paths, strict=False):
         pid = _pid(paths)
         if pid is None:
-            paths.pid.unlink(missing_ok=True)
+            _forget_pid(paths)
             _stop_orphan_postgres(paths)
             return False
         _terminate(pid)
-        paths.pid.unlink(missing_ok=True)
+        _forget_pid(paths)
         _stop_orphan_postgres(paths)
         return True
+
+
+def _forget_pid(paths: StatePaths) -> None:
+    # A folder that became read-only must not keep `down` from stopping what runs.
+    with suppress(OSError):
+        paths.pid.unlink(missing_ok=True)
 
 
 def _terminate(pid: int) -> None:
@@ -208,6 +235,20 @@ def _stop_orphan_postgres(paths: StatePaths) -> None:
     pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
     if pg.running():
         pg.stop()
+
+
+def _start_error(log: Path, offset: int) -> str | None:
+    """The one-line reason the server gave for not starting (its last ``error:`` line, in what
+    it wrote from ``offset`` on)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    if lines and lines[-1].startswith("error: "):
+        return lines[-1].removeprefix("error: ")
+    return None
 
 
 def _tail(path: Path, lines: int = 3) -> str:

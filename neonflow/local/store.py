@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from neonflow.errors import LocalNeonError
 from neonflow.files import write_private
 from neonflow.local.paths import read_json
+
+log = logging.getLogger("neonflow.local")
 
 _ADJECTIVES = "misty cool quiet bold calm young odd dry wild late rapid green proud super".split()
 _NOUNS = "sea sun fog lake hill leaf moon rain star wave river snow field pond".split()
@@ -27,15 +33,26 @@ def operation_id() -> str:
     return str(uuid.uuid4())
 
 
+class StoreWriteError(LocalNeonError):
+    """``state.json`` could not be written (a full disk, a read-only file system, …)."""
+
+
 class Store:
     """Branches, endpoints, operations and roles, guarded by one lock and saved after each change.
 
     ``data`` keys: ``project``, ``branches``, ``endpoints``, ``operations``, ``roles``.
+
+    A request changes the data in a :meth:`transaction`: kept only once it is on disk, undone
+    when the write fails. Workers record what they did with :meth:`save_or_defer`: the database
+    work is done by then, so memory keeps it and the disk catches up at the next write that
+    succeeds (meanwhile the disk holds the operation as pending, which a restart runs again).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.RLock()
+        self.dirty = False
+        self._written: str | None = None  # the text last written, to skip writing it again
         if path.exists():
             self.data: dict[str, Any] = read_json(path)
         else:
@@ -64,5 +81,65 @@ class Store:
         return self.data["roles"]  # type: ignore[no-any-return]
 
     def save(self) -> None:
+        """Write everything; a StoreWriteError says why not (memory is left as it is)."""
         with self.lock:
-            write_private(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+            text = json.dumps(self.data, indent=1, sort_keys=True)
+            if text == self._written:
+                self.dirty = False  # the disk has this already (a refused request, a no-op)
+                return
+            try:
+                write_private(self.path, text)
+            except OSError as exc:
+                self.dirty = True
+                raise StoreWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._written = text
+            self.dirty = False
+
+    def save_or_defer(self) -> None:
+        """Save, or leave it to the next write that succeeds (see :meth:`flush`)."""
+        try:
+            self.save()
+        except StoreWriteError as exc:
+            log.warning("%s; will retry", exc)
+
+    def flush(self) -> None:
+        """Write changes a failed save left in memory only."""
+        with self.lock:
+            if self.dirty:
+                self.save_or_defer()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock, run the change, save it; on any error put the data back as it was.
+
+        The rollback restores dicts in place, so objects that workers hold (an operation, a
+        branch) stay the ones in the store.
+        """
+        with self.lock:
+            before = json.loads(json.dumps(self.data))
+            try:
+                yield
+                self.save()
+            except BaseException:
+                _restore(self.data, before)
+                raise
+
+
+def _restore(current: dict[str, Any], before: dict[str, Any]) -> None:
+    """Make ``current`` equal to ``before``, keeping the identity of the records in it."""
+    for key in [k for k in current if k not in before]:
+        del current[key]
+    for key, old in before.items():
+        now = current.get(key)
+        if isinstance(now, dict) and isinstance(old, dict) and key in current:
+            for sub in [k for k in now if k not in old]:
+                del now[sub]
+            for sub, value in old.items():
+                record = now.get(sub)
+                if isinstance(record, dict) and isinstance(value, dict):
+                    record.clear()
+                    record.update(value)
+                else:
+                    now[sub] = value
+        else:
+            current[key] = old

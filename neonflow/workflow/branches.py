@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from neonflow import envfile
@@ -46,8 +46,6 @@ A_GIT_COMMIT = "neonflow-git-commit"
 A_USER = "neonflow-user"
 A_PURPOSE = "neonflow-purpose"
 READY_TIMEOUT = 300.0
-# Throw-away branches (rehearsals, checks) expire by themselves should their process die.
-THROWAWAY_TTL = timedelta(days=1)
 
 
 def _quiet(message: str) -> None:
@@ -433,10 +431,11 @@ class Branches:
         return tags
 
     def expires_at(self, throwaway: bool = False) -> datetime | None:
-        """When a new branch should expire: a day for throw-away ones, else ``expires_in``."""
+        """When a new branch should expire: ``[check] expires_in`` for throw-away ones (they go
+        by themselves should their process die), else ``[branch] expires_in``."""
         now = datetime.now(UTC).replace(microsecond=0)
         if throwaway:
-            return now + THROWAWAY_TTL
+            return now + parse_duration(self.settings.check.expires_in)
         expires_in = self.settings.branch.expires_in
         return now + parse_duration(expires_in) if expires_in else None
 
@@ -645,12 +644,21 @@ class Branches:
         merged: bool,
         dry_run: bool,
         only: Collection[str] | None = None,
+        throwaways: bool = False,
     ) -> PruneResult:
         """Delete neonflow's stale branches; ``only`` limits it to names already shown (and
-        confirmed), so nothing that turned stale since is deleted unasked."""
-        if older_than is None and not merged:
-            raise UsageError("say which branches to prune: --merged, --older-than, or both")
-        cutoff = datetime.now(UTC) - parse_duration(older_than) if older_than else None
+        confirmed), so nothing that turned stale since is deleted unasked.
+
+        Throw-away branches past their expiry are stale whatever else is asked (Neon deletes
+        them in its own time); ``throwaways`` takes only throw-away branches: the expired ones,
+        and with ``older_than`` those created before it (their process died, say).
+        """
+        if older_than is None and not merged and not throwaways:
+            raise UsageError(
+                "say which branches to prune: --merged, --older-than, --throwaways, or several"
+            )
+        moment = datetime.now(UTC)
+        cutoff = moment - parse_duration(older_than) if older_than else None
         branches = self.client.list_branches()
         parents = {b.parent_id for b in branches if b.parent_id}
         chosen: list[Branch] = []
@@ -658,11 +666,21 @@ class Branches:
         for branch in branches:
             if branch.annotations.get(A_CREATED_BY) != "true":
                 continue
+            throwaway = A_PURPOSE in branch.annotations
             reason = None
             if branch.default or branch.protected:
                 reason = "default or protected"
             elif branch.id in parents:
                 reason = "has child branches"
+            elif throwaway and branch.expires_at is not None and branch.expires_at <= moment:
+                pass  # an expired throw-away: stale in any case
+            elif throwaways:
+                if not throwaway:
+                    reason = "not a throw-away branch"
+                elif cutoff is None:
+                    reason = "a throw-away branch that has not expired"
+                elif branch.created_at > cutoff:
+                    reason = f"younger than {older_than}"
             elif cutoff is not None and branch.created_at > cutoff:
                 reason = f"younger than {older_than}"
             elif merged:
