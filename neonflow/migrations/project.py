@@ -14,10 +14,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neonflow import appenv, envfile
 from neonflow.appenv import AppVariables
 from neonflow.errors import ConfigError, EnvPyError, RevisionLoadError, UsageError
+
+if TYPE_CHECKING:
+    from neonflow.config import Settings
 
 # ``alembic init`` writes this placeholder into sqlalchemy.url.
 _PLACEHOLDER = re.compile(r"^driver://")
@@ -39,10 +43,7 @@ class Project:
     options: dict[str, str] = field(default_factory=dict)  # the ini's [alembic] section
 
     @classmethod
-    def from_settings(cls, settings: object) -> Project:
-        from neonflow.config import Settings
-
-        assert isinstance(settings, Settings)
+    def from_settings(cls, settings: Settings) -> Project:
         ini = settings.alembic_ini
         if not ini.is_file():
             raise ConfigError(
