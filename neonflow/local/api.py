@@ -215,6 +215,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
                 args.get("database_name"),
                 args.get("role_name"),
                 pooled=args.get("pooled", "false").lower() == "true",
+                endpoint_id=args.get("endpoint_id") or None,
             )
         )
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import psycopg
@@ -34,6 +34,7 @@ from psycopg import sql
 
 from neonflow.config import FaultSettings
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir, new_password
+from neonflow.local.scram import internal_password
 from neonflow.local.store import Store, neon_id, operation_id
 from neonflow.times import now, rfc3339
 
@@ -47,6 +48,14 @@ MAX_EXPIRY = timedelta(days=30)
 WAL_LOG_BELOW_BYTES = 32 * 1024 * 1024
 HOLD_PENDING_SECONDS = 0.5
 _NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,60}$")
+
+
+class Hosts(Protocol):
+    """Where endpoints are reached: the proxy binds an address per endpoint."""
+
+    def allocate(self, endpoint_id: str, wanted: str | None = None) -> str: ...
+
+    def release(self, endpoint_id: str) -> None: ...
 
 
 class ApiError(Exception):
@@ -108,6 +117,7 @@ class LocalNeon:
         self._clone = False
         self._stop = threading.Event()
         self._changed = threading.Condition(self.store.lock)
+        self.hosts: Hosts | None = None  # the proxy, attached by the server before bootstrap
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,9 +137,11 @@ class LocalNeon:
             }
             password = new_password()
             self.store.roles[DEFAULT_ROLE] = {"password": password, "created_at": stamp}
+        # PostgreSQL knows only the proxy's internal password: the API's works at the proxy only.
         self._sql(
             sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(DEFAULT_ROLE), sql.Literal(password)
+                sql.Identifier(DEFAULT_ROLE),
+                sql.Literal(internal_password(self.pg.password, DEFAULT_ROLE)),
             ),
             ignore="already exists",
         )
@@ -501,6 +513,8 @@ class LocalNeon:
             branch["updated_at"] = now()
             for endpoint_id in [e["id"] for e in self._branch_endpoints(branch_id)]:
                 del self.store.endpoints[endpoint_id]
+                if self.hosts is not None:
+                    self.hosts.release(endpoint_id)
             self.store.save()
             out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
         self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
@@ -669,7 +683,11 @@ class LocalNeon:
         endpoint_id = neon_id("ep")
         return {
             "id": endpoint_id,
-            "host": f"127.0.0.1:{self.pg.port}",
+            "host": (
+                self.hosts.allocate(endpoint_id)
+                if self.hosts is not None
+                else f"127.0.0.1:{self.pg.port}"
+            ),
             "branch_id": branch_id,
             "type": kind,
             "current_state": "init",
@@ -822,37 +840,63 @@ class LocalNeon:
         database_name: str | None,
         role_name: str | None,
         pooled: bool = False,
+        endpoint_id: str | None = None,
     ) -> dict[str, Any]:
         if not database_name or not role_name:
             raise ApiError(400, "database_name and role_name are required")
         with self.store.lock:
-            branch = self._branch(branch_id) if branch_id else self._default_branch()
-            if not any(e["type"] == "read_write" for e in self._branch_endpoints(branch["id"])):
-                raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
-            physical = self._physical(branch, database_name)
+            if endpoint_id:
+                endpoint = self._endpoint(endpoint_id)
+                if branch_id and endpoint["branch_id"] != branch_id:
+                    raise ApiError(400, f"endpoint {endpoint_id} is not on branch {branch_id}")
+                branch = self._branch(endpoint["branch_id"])
+            else:
+                branch = self._branch(branch_id) if branch_id else self._default_branch()
+                found = self._read_write_endpoint(branch["id"])
+                if found is None:
+                    raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
+                endpoint = found
+            self._physical(branch, database_name)
             role = self.store.roles.get(role_name)
             if role is None:
                 raise not_found(f"role {role_name}")
-            # There is no PgBouncer locally: a pooled URI is the direct one.
-            return {"uri": self._uri(role_name, role["password"], physical)}
+            host = self._pooler_host(endpoint) if pooled else endpoint["host"]
+            return {"uri": self._uri(role_name, role["password"], host, database_name)}
 
-    def _uri(self, role: str, password: str, physical: str) -> str:
+    def _read_write_endpoint(self, branch_id: str) -> dict[str, Any] | None:
+        return next(
+            (e for e in self._branch_endpoints(branch_id) if e["type"] == "read_write"), None
+        )
+
+    @staticmethod
+    def _pooler_host(endpoint: dict[str, Any]) -> str:
+        # As Neon's clients build it; an IP literal has no endpoint id in it, so locally the
+        # pooled host is the direct one (a session, not PgBouncer's transaction mode).
+        return str(endpoint["host"]).replace(endpoint["id"], f"{endpoint['id']}-pooler")
+
+    @staticmethod
+    def _uri(role: str, password: str, host: str, database: str) -> str:
+        """A URI shaped as Neon's and neonctl's (TLS with channel binding)."""
         return (
             f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
-            f"@127.0.0.1:{self.pg.port}/{quote(physical, safe='')}"
+            f"@{host}/{quote(database, safe='')}?sslmode=require&channel_binding=require"
         )
 
     def _connection_details(self, branch: dict[str, Any]) -> dict[str, Any]:
         db = branch["_databases"][0]
         role = self.store.roles[db["owner_name"]]
+        endpoints = self._branch_endpoints(branch["id"])
+        endpoint = self._read_write_endpoint(branch["id"]) or endpoints[0]
         return {
-            "connection_uri": self._uri(db["owner_name"], role["password"], db["physical"]),
+            "connection_uri": self._uri(
+                db["owner_name"], role["password"], endpoint["host"], db["name"]
+            ),
             "connection_parameters": {
-                "database": db["physical"],
+                "database": db["name"],
                 "password": role["password"],
                 "role": db["owner_name"],
-                "host": f"127.0.0.1:{self.pg.port}",
-                "pooler_host": f"127.0.0.1:{self.pg.port}",
+                "host": endpoint["host"],
+                "pooler_host": self._pooler_host(endpoint),
             },
         }
 

@@ -17,7 +17,9 @@ from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
 from neonflow.local.paths import StatePaths, load_or_create_config
 from neonflow.local.postgres import EmbeddedPostgres, free_port
+from neonflow.local.proxy import Proxy
 from neonflow.local.store import Store
+from neonflow.local.tls import Certificates
 
 log = logging.getLogger("neonflow.local")
 REAP_EVERY_SECONDS = 30.0
@@ -60,14 +62,19 @@ def _run(
 ) -> None:
     store = Store(paths.metadata)
     neon = LocalNeon(store, pg, config["project_id"], settings.local.faults)
+    proxy = Proxy(neon, Certificates(paths.tls))
+    proxy.start()
+    neon.hosts = proxy
     try:
-        _serve(neon, paths, config)
+        _serve(neon, proxy, paths, config)
     finally:
         neon.close()  # before PostgreSQL stops: resumed operations finish, or stay resumable
+        proxy.stop()
 
 
-def _serve(neon: LocalNeon, paths: StatePaths, config: dict[str, Any]) -> None:
+def _serve(neon: LocalNeon, proxy: Proxy, paths: StatePaths, config: dict[str, Any]) -> None:
     neon.bootstrap()
+    proxy.open_all()
     if not _port_free(config["api_port"]):
         config["api_port"] = free_port()
         write_private(paths.config, json.dumps(config, indent=1))
