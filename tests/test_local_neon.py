@@ -151,7 +151,9 @@ def copies_blocked(uri: str) -> Iterator[None]:
     """
     conn = psycopg.connect(uri)
     try:
-        name = str(conninfo_to_dict(uri)["dbname"])
+        row = conn.execute("SELECT current_database()").fetchone()  # the physical name
+        assert row is not None
+        name = str(row[0])
         conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT -1").format(sql.Identifier(name)))
         yield
     finally:
@@ -534,7 +536,8 @@ def test_delete(api: httpx.Client, parent: dict[str, Any]):
     assert_error(api.get(f"/branches/{branch_id}"), 404, branch_id)
     assert_error(api.get(f"/endpoints/{endpoint_id}"), 404)
     wait(api, response.json()["operations"])
-    with pytest.raises(psycopg.OperationalError, match="does not exist"):
+    # The endpoint's address stops listening (a session that raced in finds no endpoint).
+    with pytest.raises(psycopg.OperationalError, match="refused|not found"):
         psycopg.connect(uri).close()
     again = api.delete(f"/branches/{branch_id}")
     assert again.status_code == 204 and again.content == b""

@@ -238,7 +238,10 @@ def _refuse_read_write(kind: bytes, body: bytes) -> bytes:
         name, _, rest = body.partition(b"\0")
         query, _, params = rest.partition(b"\0")
         if _READ_WRITE.search(query.decode(errors="replace")):
-            return _message(b"P", name + b"\0" + _REFUSE_READ_WRITE.encode() + b"\0" + params)
+            # Typed as text: PostgreSQL cannot infer a type for parameters its refusal ignores.
+            (count,) = struct.unpack_from("!H", params) if len(params) >= 2 else (0,)
+            typed = struct.pack("!H", count) + struct.pack("!I", 25) * count
+            return _message(b"P", name + b"\0" + _REFUSE_READ_WRITE.encode() + b"\0" + typed)
     return _message(kind, body)
 
 
