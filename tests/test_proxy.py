@@ -243,3 +243,85 @@ def test_a_restart_keeps_every_host_and_uri(fresh_neon: LocalNeonInfo):
         query = {"branch_id": created["branch"]["id"], "database_name": DB, "role_name": ROLE}
         assert api.get("/connection_uri", params=query).json()["uri"] == uri
     assert labels(uri) == {"kept"}
+
+
+# -- the API calls that change what the proxy lets in (part 2 of issue 10) ---------------------
+
+
+def test_databases_and_roles_are_reachable_at_once(api: httpx.Client, two: Any):
+    a, b = two
+    endpoint = endpoint_of(api, a["id"])
+    made = api.post(
+        f"/branches/{a['id']}/databases", json={"database": {"name": "extra", "owner_name": ROLE}}
+    )
+    assert made.status_code == 201, made.text
+    assert [op["status"] for op in made.json()["operations"]] == ["finished"]
+    secret = password(api, a["id"])
+    with psycopg.connect(built(endpoint, secret, database="extra"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE only_here (x int)")
+    # another branch has no database of that name
+    assert "does not exist" in refused(
+        built(endpoint_of(api, b["id"]), password(api, b["id"]), database="extra")
+    )
+    renamed = api.patch(
+        f"/branches/{a['id']}/databases/extra", json={"database": {"name": "renamed"}}
+    )
+    assert renamed.status_code == 200, renamed.text
+    with psycopg.connect(built(endpoint, secret, database="renamed")) as conn:
+        assert conn.execute("SELECT count(*) FROM only_here").fetchone() == (0,)
+    gone = api.delete(f"/branches/{a['id']}/databases/renamed")
+    assert gone.status_code == 200, gone.text
+    assert "does not exist" in refused(built(endpoint, secret, database="renamed"))
+
+    role = api.post(f"/branches/{a['id']}/roles", json={"role": {"name": "reader"}})
+    assert role.status_code == 201, role.text
+    first = role.json()["role"]["password"]
+    as_reader = built(endpoint, first).replace(f"{ROLE}:", "reader:", 1)
+    with psycopg.connect(as_reader) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("reader",)
+    for method in ("GET", "POST"):
+        shown = api.request(method, f"/branches/{a['id']}/roles/reader/reveal_password")
+        assert shown.json() == {"password": first}
+    reset = api.post(f"/branches/{a['id']}/roles/reader/reset_password")
+    assert reset.status_code == 200, reset.text
+    second = reset.json()["role"]["password"]
+    assert second != first
+    assert "password authentication failed" in refused(as_reader)
+    psycopg.connect(as_reader.replace(quote(first, safe=""), quote(second, safe=""))).close()
+    deleted = api.delete(f"/branches/{a['id']}/roles/reader")
+    assert deleted.status_code == 200, deleted.text
+    assert "password authentication failed" in refused(as_reader)
+
+
+def test_endpoints_update_restart_delete(api: httpx.Client, two: Any):
+    a, _ = two
+    made = api.post("/endpoints", json={"endpoint": {"branch_id": a["id"], "type": "read_only"}})
+    wait(api, made.json()["operations"])
+    endpoint = made.json()["endpoint"]
+    query = {"endpoint_id": endpoint["id"], "database_name": DB, "role_name": ROLE}
+    uri = api.get("/connection_uri", params=query).json()["uri"]
+    assert conninfo_to_dict(uri)["host"] == endpoint["host"]
+    assert labels(uri) == {a["name"]}
+    patched = api.patch(f"/endpoints/{endpoint['id']}", json={"endpoint": {"disabled": True}})
+    assert patched.status_code == 200 and patched.json()["endpoint"]["disabled"] is True
+    assert "disabled" in refused(uri)
+    api.patch(f"/endpoints/{endpoint['id']}", json={"endpoint": {"disabled": False}})
+    restarted = api.post(f"/endpoints/{endpoint['id']}/restart")
+    assert restarted.status_code == 200, restarted.text
+    assert labels(uri) == {a["name"]}
+    assert api.delete(f"/endpoints/{endpoint['id']}").status_code == 200
+    assert api.get(f"/endpoints/{endpoint['id']}").status_code == 404
+    assert api.get("/connection_uri", params=query).status_code == 404
+    assert "refused" in refused(uri) or "not found" in refused(uri)
+
+
+def test_validation_as_neon_does(api: httpx.Client, local_neon: LocalNeonInfo):
+    assert api.post("/branches", json={"branch": {"name": ""}}).status_code == 400
+    query = {"database_name": DB, "role_name": ROLE, "pooled": "yes"}
+    assert api.get("/connection_uri", params=query).status_code == 400
+    assert api.get("/branches", params={"include_deleted": "maybe"}).status_code == 400
+    with httpx.Client(
+        base_url=f"{local_neon.api_host}/projects/{local_neon.project_id}",
+        headers={"Authorization": f"bearer {local_neon.token}"},
+    ) as lower:
+        assert lower.get("/branches").status_code == 200

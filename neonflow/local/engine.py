@@ -344,8 +344,10 @@ class LocalNeon:
             parent = self._branch(parent_id)
             if parent.get("expires_at"):
                 raise ApiError(400, "cannot create a branch from a branch that has an expiration")
-            name = spec.get("name") or neon_id("br").removeprefix("br-")
-            self._validate_name(name)
+            name = spec.get("name")
+            if name is None:
+                name = neon_id("br").removeprefix("br-")
+            self._validate_name(name)  # an empty name is a 400, as on Neon
             self._check_name_free(name)
             expires_at = self._validate_expiry(spec.get("expires_at"), spec.get("protected"))
             branch = self._new_branch(
