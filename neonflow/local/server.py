@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from neonflow.config import Settings
 from neonflow.files import write_private
+from neonflow.local import extensions
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
 from neonflow.local.paths import StatePaths, load_or_create_config
@@ -49,6 +50,7 @@ def serve(settings: Settings) -> None:
         # Somebody took the remembered port while we were down: pick another, remember it.
         config["pg_port"] = pg.port = free_port()
         write_private(paths.config, json.dumps(config, indent=1))
+    extensions.install()
     pg.start()
     try:
         _run(settings, paths, config, pg)
