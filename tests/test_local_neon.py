@@ -379,7 +379,7 @@ def test_create_with_no_body_branches_the_default_branch(api: httpx.Client, main
         ("{not json", 400, "json"),
         ([1, 2], 400, "json"),
         ({"branch": "x"}, 400, "branch"),
-        ({"branch": {"name": ""}}, 201, ""),  # an empty name means "pick one"
+        ({"branch": {"name": ""}}, 400, "name"),  # as on Neon; no name at all picks one
         ({"branch": {"name": "x" * 257}}, 400, "name"),
         ({"branch": {"name": 5}}, 400, "name"),
         ({"endpoints": 5}, 400, "endpoints"),
@@ -795,6 +795,8 @@ def test_restore_preserving_the_old_state_under_a_new_name(
         assert [b["name"] for b in found] == [kept_name]
         kept_id = found[0]["id"]
         assert branch(api, target_id)["restored_as"] == kept_id
+        assert branch(api, target_id)["parent_id"] == kept_id  # where neonctl finds the backup
+        assert branch(api, kept_id)["parent_id"] == parent["id"]
         assert branch(api, grandchild["branch"]["id"])["parent_id"] == kept_id
         assert labels(target_uri) == PARENT_ROWS
         assert uri_of(api, target_id) == target_uri
@@ -808,9 +810,9 @@ def test_restore_preserving_the_old_state_under_a_new_name(
         assert labels(uri_of(api, kept_id)) == PARENT_ROWS | {"old-state"}
     finally:
         delete(api, grandchild["branch"]["id"])
+        delete(api, target_id)
         if kept_id:
             delete(api, kept_id)
-        delete(api, target_id)
 
 
 @pytest.mark.parametrize(

@@ -573,6 +573,7 @@ class LocalNeon:
                 self._check_name_free(preserve)
             op = self._new_operation("create_timeline", branch_id)
             op["_source"] = source_id
+            from_parent = source_id == branch.get("parent_id")
             if preserve:
                 kept = self._new_branch(
                     preserve,
@@ -593,7 +594,10 @@ class LocalNeon:
                     for old, new in zip(branch["_databases"], kept["_databases"], strict=True)
                 ]
                 branch["restored_as"] = kept["id"]
-            if source_id == branch.get("parent_id"):
+                # As on Neon: the backup becomes the restored branch's parent (neonctl reads the
+                # backup from parent_id).
+                branch["parent_id"] = kept["id"]
+            if from_parent:
                 branch["last_reset_at"] = now()
                 if branch.get("ttl_interval_seconds"):
                     ttl = timedelta(seconds=branch["ttl_interval_seconds"])

@@ -112,7 +112,7 @@ class Pipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         sock = self.transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family != socket.AF_UNIX:
             # asyncio sets this only on sockets made with IPPROTO_TCP; without it every small
             # write (a TLS flight, a query's answer) waits out the peer's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -556,7 +556,14 @@ class Proxy:
         """Log in to the embedded PostgreSQL; relay its welcome (new cancel keys) to the client."""
         pg = Pipe()
         loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: pg, "127.0.0.1", self.neon.pg.port)
+        socket_path = self.neon.pg.socket_path
+        try:
+            if socket_path is not None:
+                await loop.create_unix_connection(lambda: pg, str(socket_path))
+            else:
+                await loop.create_connection(lambda: pg, "127.0.0.1", self.neon.pg.port)
+        except OSError:
+            raise Refused("08006", "the branch's compute (PostgreSQL) is not reachable") from None
         try:
             pg.write(_startup(params))
             password = internal_password(self.neon.pg.password, params["user"])

@@ -45,6 +45,7 @@ def serve(settings: Settings) -> None:
     paths = StatePaths(settings.state_dir)
     config = load_or_create_config(paths, settings.local.project_id)
     pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
+    pg.socket_dir = paths.root / "run"
     pg.init()
     if not pg.running() and not _port_free(pg.port):
         # Somebody took the remembered port while we were down: pick another, remember it.
