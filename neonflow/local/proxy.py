@@ -57,7 +57,8 @@ _INSECURE = "connection is insecure (try using `sslmode=require`)"
 _ROUTING = re.compile(r"(?:^|\s)(endpoint|project)=(\S*)")
 # Statements that would make a read_only session writable (the rest PostgreSQL refuses itself).
 _READ_WRITE = re.compile(
-    r"read(?:\s|/\*.*?\*/|--[^\n]*\n)+write|(?:set|reset)\b[^;]*transaction_read_only|u&",
+    r"\bread(?:\s|/\*.*?\*/|--[^\n]*\n)+write\b|\b(?:set|reset)\b[^;]*transaction_read_only"
+    r'|\bu&"',  # a Unicode-escaped identifier could spell transaction_read_only
     re.IGNORECASE | re.DOTALL,
 )
 _REFUSE_READ_WRITE = (
@@ -409,7 +410,10 @@ class Proxy:
     async def _session(self, client: Pipe, endpoint_id: str, tls: ServerTLS) -> None:
         pg: Pipe | None = None
         try:
-            pg = await self._handshake(client, endpoint_id, tls)
+            # PostgreSQL's authentication_timeout: a silent client must not hold a session.
+            pg = await asyncio.wait_for(self._handshake(client, endpoint_id, tls), 60)
+        except TimeoutError:
+            client.write(error_message("08006", "canceling authentication due to timeout"))
         except Refused as exc:
             client.write(error_message(exc.code, exc.message))
         except (ConnectionError, OSError, asyncio.CancelledError, ssl.SSLError):
