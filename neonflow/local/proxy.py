@@ -474,20 +474,33 @@ class Proxy:
             if kind == "endpoint" and value != endpoint_id:
                 raise Refused("08004", f"endpoint {value!r} is not the one at this address")
         options = _ROUTING.sub("", options).strip()
-        route = self._route(endpoint_id, user, database)
-        password, physical, read_only = route
-        await self._authenticate(client, tls, user, password)
-        if physical is None:
-            raise Refused("3D000", f'database "{database}" does not exist')
+        password, physical, read_only = self._route(endpoint_id, user, database)
         for key in [k for k in params if "read_only" in k]:
             del params[key]
-        backend = {"user": user, "database": physical, **params}
+        backend = {"user": user, "database": physical or "", **params}
         if options:
             backend["options"] = options
         if read_only:
             backend["default_transaction_read_only"] = "on"
-        assert password is not None
-        pg = await self._connect_backend(client, backend)
+        # PostgreSQL's own login (a fork, its SCRAM) runs while the client computes its proof;
+        # it is thrown away unless the client proves the password.
+        early = None
+        if physical is not None and password is not None:
+            early = asyncio.ensure_future(self._connect_backend(backend))
+        try:
+            await self._authenticate(client, tls, user, password)
+            if early is None:
+                raise Refused("3D000", f'database "{database}" does not exist')
+            try:
+                pg, welcome = await early
+            except _Forward as fwd:
+                client.write(fwd.data)
+                raise ConnectionResetError("PostgreSQL refused the session") from None
+        except BaseException:
+            if early is not None:
+                _discard(early)
+            raise
+        client.write(welcome)
         if read_only:
             client.inspect = _refuse_read_write
             pg.inspect = _stay_read_only
@@ -556,8 +569,8 @@ class Proxy:
             found = self._verifiers[(user, password)] = Verifier.of(password)
         return found
 
-    async def _connect_backend(self, client: Pipe, params: dict[str, str]) -> Pipe:
-        """Log in to the embedded PostgreSQL; relay its welcome (new cancel keys) to the client."""
+    async def _connect_backend(self, params: dict[str, str]) -> tuple[Pipe, bytes]:
+        """Log in to the embedded PostgreSQL: the session and its welcome, with our cancel key."""
         pg = Pipe()
         loop = asyncio.get_running_loop()
         socket_path = self.neon.pg.socket_path
@@ -612,12 +625,7 @@ class Proxy:
                     raise _Forward(bytes(welcome))
                 if kind == b"Z":
                     break
-            client.write(bytes(welcome))
-            return pg
-        except _Forward as fwd:
-            client.write(fwd.data)
-            pg.close()
-            raise ConnectionResetError("PostgreSQL refused the session") from None
+            return pg, bytes(welcome)
         except BaseException:
             pg.close()
             raise
@@ -647,6 +655,14 @@ class _Forward(Exception):
     def __init__(self, data: bytes) -> None:
         super().__init__("forwarded")
         self.data = data
+
+
+def _discard(task: asyncio.Future[tuple[Pipe, bytes]]) -> None:
+    """Drop a backend login nobody will use (finished, failed or still running)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled() and task.exception() is None:
+        task.result()[0].close()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
