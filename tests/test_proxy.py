@@ -165,26 +165,32 @@ def test_read_only_endpoint_refuses_writes(api: httpx.Client, two: Any):
     assert made.status_code == 201, made.text
     wait(api, made.json()["operations"])
     endpoint = made.json()["endpoint"]
-    if True:
-        uri = built(endpoint, password(api, a["id"]))
-        assert labels(uri) == {a["name"]}
-        with psycopg.connect(uri, autocommit=True) as conn:
+    uri = built(endpoint, password(api, a["id"]))
+    assert labels(uri) == {a["name"]}
+    with psycopg.connect(uri, autocommit=True) as conn:
+        with pytest.raises(errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO items VALUES ('no')")
+        for sneaky in (
+            "SET default_transaction_read_only = off",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ  WRITE",
+            "BEGIN READ/**/WRITE",
+            "reset transaction_read_only",
+        ):
             with pytest.raises(errors.ReadOnlySqlTransaction):
-                conn.execute("INSERT INTO items VALUES ('no')")
-            for sneaky in (
-                "SET default_transaction_read_only = off",
-                "SET SESSION CHARACTERISTICS AS TRANSACTION READ  WRITE",
-                "BEGIN READ/**/WRITE",
-                "reset transaction_read_only",
-            ):
-                with pytest.raises(errors.ReadOnlySqlTransaction):
-                    conn.execute(sneaky)
-            with pytest.raises(errors.ReadOnlySqlTransaction):
-                conn.execute("INSERT INTO items VALUES ('still no')")
-            assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
-        with psycopg.connect(uri) as conn:  # the extended protocol too, in a transaction
-            with pytest.raises(errors.ReadOnlySqlTransaction):
-                conn.execute("SET transaction_read_only = %s", ("off",))
+                conn.execute(sneaky)
+        with pytest.raises(errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO items VALUES ('still no')")
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+    with psycopg.connect(uri) as conn:  # the extended protocol too, in a transaction
+        with pytest.raises(errors.ReadOnlySqlTransaction):
+            conn.execute("SET transaction_read_only = %s", ("off",))
+    # A session made writable some other way is ended before its next statement.
+    conn = psycopg.connect(uri, autocommit=True)
+    with pytest.raises(psycopg.OperationalError):
+        conn.execute("SELECT set_config('default_transaction_' || 'read_only', 'off', false)")
+        conn.execute("INSERT INTO items VALUES ('never')")
+    conn.close()
+    assert labels(uri) == {a["name"]}
 
 
 def test_cancel_reaches_the_right_backend(two: Any):
