@@ -58,6 +58,9 @@ class Certificates:
         pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # libpq never resumes sessions: tickets would only cost every handshake a write.
+        context.num_tickets = 0
+        context.options |= ssl.OP_NO_TICKET
         context.load_cert_chain(pem, self.folder / "server.key")
         made = ServerTLS(context, hashlib.sha256(der).digest())
         self._contexts[address] = made
