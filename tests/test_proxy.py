@@ -7,6 +7,7 @@ read_only endpoints; cancel requests; hosts kept over a restart.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -331,3 +332,52 @@ def test_validation_as_neon_does(api: httpx.Client, local_neon: LocalNeonInfo):
         headers={"Authorization": f"bearer {local_neon.token}"},
     ) as lower:
         assert lower.get("/branches").status_code == 200
+
+
+def test_where_loopback_addresses_cannot_be_bound_endpoints_get_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """macOS has only 127.0.0.1; something may hold *:5432: then 127.0.0.1:<port> per endpoint."""
+    from neonflow.local import proxy as proxy_module
+    from neonflow.local.tls import Certificates
+
+    real_bind = proxy_module._bind
+
+    def no_other_loopback(address: str, port: int, quiet: bool = True) -> Any:
+        if address != "127.0.0.1":
+            raise OSError(99, "Cannot assign requested address")
+        return real_bind(address, port, quiet)
+
+    monkeypatch.setattr(proxy_module, "_bind", no_other_loopback)
+    front = proxy_module.Proxy(None, Certificates(tmp_path / "tls"))  # type: ignore[arg-type]
+    front.start()
+    try:
+        first, second = front.allocate("ep-one"), front.allocate("ep-two")
+        assert first.startswith("127.0.0.1:") and second.startswith("127.0.0.1:")
+        assert first != second
+        assert front.allocate("ep-one") == first  # one listener per endpoint
+        front.release("ep-one")
+        assert front.allocate("ep-three", wanted=second) != second  # taken: another one
+    finally:
+        front.stop()
+
+
+def test_hosts_from_before_the_proxy_move_to_an_address_of_their_own(
+    fresh_neon: LocalNeonInfo,
+):
+    """A state folder whose endpoints still say 127.0.0.1:<PostgreSQL's port> (the old shape)."""
+    root = Path(fresh_neon.state_dir).parent
+    paths = StatePaths(fresh_neon.state_dir)
+    settings, _ = start_local_neon(root)
+    service.down(settings)
+    state = read_json(paths.metadata)
+    for endpoint in state["endpoints"].values():
+        endpoint["host"] = f"127.0.0.1:{fresh_neon.pg_port}"
+    paths.metadata.write_text(json.dumps(state))
+    _, info = start_local_neon(root)
+    with http(info) as api:
+        (endpoint,) = api.get("/endpoints").json()["endpoints"]
+        assert endpoint["host"] != f"127.0.0.1:{fresh_neon.pg_port}"
+        uri = api.get("/connection_uri", params={"database_name": DB, "role_name": ROLE}).json()
+    with psycopg.connect(uri["uri"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (ROLE,)

@@ -287,6 +287,8 @@ class Proxy:
             log.warning("the proxy did not close its listeners in time")
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
 
     async def _close_all(self) -> None:
         for server in self._servers.values():
