@@ -253,3 +253,48 @@ def test_neonctl_connection_strings_reach_their_branch(
     assert [d["name"] for d in listed] == ["neondb"]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(reader, connect_timeout=10).close()
+
+
+SDK_SCRIPT = """
+import { createNeonClient } from %(sdk)s;
+const [baseUrl, apiKey, projectId, name] = process.argv.slice(2);
+const neon = createNeonClient({ apiKey, baseUrl, throwOnError: true });
+const made = await neon.branches.createAndConnect({ projectId, name, pooled: true });
+const direct = await neon.postgres.connectionString({
+  projectId, branchId: made.branch.id, pooled: false,
+});
+const viaEndpoint = await neon.postgres.connectionString({
+  projectId, branchId: made.branch.id, endpointId: made.endpoint.id,
+});
+const out = { id: made.branch.id, pooled: made.connectionString, direct, viaEndpoint };
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_neon_sdk_connection_strings_reach_the_branch(
+    neonctl_bin: Path, local_neon: LocalNeonInfo, tmp_path: Path
+):
+    """Neon's TypeScript SDK (@neon/sdk, shipped inside neonctl): its URIs connect over TLS."""
+    sdk = neonctl_bin.parent.parent / "@neon" / "sdk" / "dist" / "index.js"
+    if not sdk.exists():
+        pytest.skip(f"this neonctl does not ship @neon/sdk ({sdk})")
+    script = tmp_path / "sdk.mjs"
+    script.write_text(SDK_SCRIPT % {"sdk": json.dumps(sdk.as_uri())})
+    name = f"sdk-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        ["node", str(script), local_neon.api_host, local_neon.token, local_neon.project_id, name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    try:
+        for key in ("pooled", "direct", "viaEndpoint"):
+            with psycopg.connect(got[key]) as conn:
+                assert conn.pgconn.ssl_in_use
+                row = conn.execute("SELECT current_database()").fetchone()
+                assert row == (f"neondb_{got['id']}",), key
+    finally:
+        with make_client(local_neon) as client:
+            client.delete_branch(got["id"])
