@@ -182,6 +182,8 @@ def test_read_only_endpoint_refuses_writes(api: httpx.Client, two: Any):
         with pytest.raises(errors.ReadOnlySqlTransaction):
             conn.execute("INSERT INTO items VALUES ('still no')")
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (1,)
+        # many messages in one read go through the statement filter whole
+        assert len(conn.execute("SELECT g FROM generate_series(1, 50000) g").fetchall()) == 50000
     with psycopg.connect(uri) as conn:  # the extended protocol too, in a transaction
         with pytest.raises(errors.ReadOnlySqlTransaction):
             conn.execute("SET transaction_read_only = %s", ("off",))

@@ -200,17 +200,21 @@ class Pipe(asyncio.Protocol):
             return
         out = bytearray()
         buf = self._buffer
-        while len(buf) >= 5:
-            (length,) = struct.unpack_from("!I", buf, 1)
-            if len(buf) < 1 + length:
+        at = (
+            0  # consumed once at the end: a big read of many rows must not shift the rest each time
+        )
+        while len(buf) - at >= 5:
+            (length,) = struct.unpack_from("!I", buf, at + 1)
+            if len(buf) - at < 1 + length:
                 break
-            kind, body = bytes(buf[:1]), bytes(buf[5 : 1 + length])
-            del buf[: 1 + length]
+            kind, body = bytes(buf[at : at + 1]), bytes(buf[at + 5 : at + 1 + length])
+            at += 1 + length
             kept = self.inspect(kind, body)
             if kept is None:
                 self.close()
                 return
             out += kept
+        del buf[:at]
         if out:
             peer.write(bytes(out))
 
