@@ -16,6 +16,7 @@ port of its own where that cannot be bound), so the URI a Neon client builds fro
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -378,7 +379,7 @@ class Proxy:
             try:
                 return _bind(address, NEON_PORT, quiet=False)
             except OSError as exc:
-                if exc.errno != 98:  # not EADDRINUSE: this system cannot bind 127.x.y.z at all
+                if exc.errno != errno.EADDRINUSE:  # this system cannot bind 127.x.y.z at all
                     log.info("per-endpoint loopback addresses unavailable (%s); using ports", exc)
                     self._per_address = False
                     return None
