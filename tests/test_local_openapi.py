@@ -24,7 +24,6 @@ import psycopg
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -456,7 +455,9 @@ def test_the_busy_state_and_423_match_the_spec(checked: Checked):
     # An open ALTER DATABASE on the parent keeps the copy (and so the child's operation) running.
     hold = psycopg.connect(uri)
     try:
-        name = str(conninfo_to_dict(uri)["dbname"])
+        row = hold.execute("SELECT current_database()").fetchone()  # the physical name
+        assert row is not None
+        name = str(row[0])
         hold.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT -1").format(sql.Identifier(name)))
         child = call(
             "POST",

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from neonflow.local.paths import StatePaths
 from neonflow.local.service import LocalNeonInfo
 from tests.conftest import make_client
 
@@ -151,12 +152,10 @@ def test_neonctl_branch_lifecycle(own_neonctl: Neonctl, fresh_neon: LocalNeonInf
 
         uri = neonctl("connection-string", "nc-renamed", "--ssl", "omit").stdout.strip()
         parts = conninfo_to_dict(uri)
-        assert (parts["host"], parts["port"]) == (
-            "127.0.0.1",
-            str(conninfo_to_dict(feature_uri)["port"]),
-        )
+        assert parts["host"] == conninfo_to_dict(feature_uri)["host"]
         assert parts["user"] == "neondb_owner"
         assert parts["password"] == client.reveal_password(feature_id, "neondb_owner")
+        assert rows(uri) == {"main", "main-later"}
 
         default = as_json(neonctl("branches", "set-default", "nc-renamed", "-o", "json"))
         assert default["default"] is True
@@ -195,16 +194,107 @@ def test_neonctl_projects_and_schema_only_branches(neonctl: Neonctl, local_neon:
         neonctl("branches", "delete", branch_id, "-o", "json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.OperationalError,
-    reason="the local Neon keeps every branch's databases in one PostgreSQL cluster under "
-    "per-branch names (neondb_<branch id>) behind one host:port, so a URI built from "
-    "endpoint.host and the database's Neon name (as neonctl and create-branch-action build "
-    "it) reaches no branch; use connection_uri or connection_uris instead",
-)
 def test_neonctl_connection_string_reaches_the_branch(neonctl: Neonctl):
     listed = as_json(neonctl("branches", "list", "-o", "json"))
     uri = neonctl("connection-string", listed[0]["name"], "--ssl", "omit").stdout.strip()
     with psycopg.connect(uri, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_neonctl_connection_strings_reach_their_branch(
+    own_neonctl: Neonctl, fresh_neon: LocalNeonInfo
+):
+    """Every variant of ``connection-string`` connects, over TLS, to that branch's data."""
+    neonctl = own_neonctl
+    ca = StatePaths(fresh_neon.state_dir).tls / "ca.crt"
+    with make_client(fresh_neon) as client:
+        main_id = next(b.id for b in client.list_branches() if b.default)
+        with psycopg.connect(client.connection_uri(main_id, "neondb", "neondb_owner")) as conn:
+            conn.execute("CREATE TABLE items (label text)")
+            conn.execute("INSERT INTO items VALUES ('main')")
+    neonctl("branches", "create", "--name", "nc-cs", "-o", "json")
+    branch_id = settle(fresh_neon, "nc-cs")
+    with make_client(fresh_neon) as client:
+        with psycopg.connect(client.connection_uri(branch_id, "neondb", "neondb_owner")) as conn:
+            conn.execute("INSERT INTO items VALUES ('nc-cs')")
+
+    def cs(*flags: str) -> str:
+        return neonctl("connection-string", "nc-cs", *flags).stdout.strip()
+
+    default = cs()
+    assert "sslmode=require" in default and "channel_binding=require" in default
+    for uri in (default, cs("--pooled"), cs("--prisma"), cs("--ssl", "omit")):
+        assert rows(uri) == {"main", "nc-cs"}, uri
+    with psycopg.connect(cs("--ssl", "verify-full"), sslrootcert=str(ca)) as conn:
+        assert conn.pgconn.ssl_in_use
+    assert rows(neonctl("connection-string", "main").stdout.strip()) == {"main"}
+
+    # another database and another role, made with neonctl, reached the same way
+    neonctl("databases", "create", "--name", "other", "--branch", "nc-cs", "-o", "json")
+    neonctl("roles", "create", "--name", "reader", "--branch", "nc-cs", "-o", "json")
+    settle(fresh_neon, "nc-cs")
+    listed = as_json(neonctl("databases", "list", "--branch", "nc-cs", "-o", "json"))
+    assert {d["name"] for d in listed} == {"neondb", "other"}
+    roles = as_json(neonctl("roles", "list", "--branch", "nc-cs", "-o", "json"))
+    assert {"neondb_owner", "reader"} <= {r["name"] for r in roles}
+    other = cs("--database-name", "other", "--role-name", "neondb_owner")
+    with psycopg.connect(other, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relname = 'items'").fetchone() == (
+            0,
+        )
+    reader = cs("--database-name", "neondb", "--role-name", "reader")
+    with psycopg.connect(reader, autocommit=True) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("reader",)
+
+    neonctl("databases", "delete", "other", "--branch", "nc-cs", "-o", "json")
+    neonctl("roles", "delete", "reader", "--branch", "nc-cs", "-o", "json")
+    settle(fresh_neon, "nc-cs")
+    listed = as_json(neonctl("databases", "list", "--branch", "nc-cs", "-o", "json"))
+    assert [d["name"] for d in listed] == ["neondb"]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(reader, connect_timeout=10).close()
+
+
+SDK_SCRIPT = """
+import { createNeonClient } from %(sdk)s;
+const [baseUrl, apiKey, projectId, name] = process.argv.slice(2);
+const neon = createNeonClient({ apiKey, baseUrl, throwOnError: true });
+const made = await neon.branches.createAndConnect({ projectId, name, pooled: true });
+const direct = await neon.postgres.connectionString({
+  projectId, branchId: made.branch.id, pooled: false,
+});
+const viaEndpoint = await neon.postgres.connectionString({
+  projectId, branchId: made.branch.id, endpointId: made.endpoint.id,
+});
+const out = { id: made.branch.id, pooled: made.connectionString, direct, viaEndpoint };
+console.log(JSON.stringify(out));
+"""
+
+
+def test_the_neon_sdk_connection_strings_reach_the_branch(
+    neonctl_bin: Path, local_neon: LocalNeonInfo, tmp_path: Path
+):
+    """Neon's TypeScript SDK (@neon/sdk, shipped inside neonctl): its URIs connect over TLS."""
+    sdk = neonctl_bin.parent.parent / "@neon" / "sdk" / "dist" / "index.js"
+    if not sdk.exists():
+        pytest.skip(f"this neonctl does not ship @neon/sdk ({sdk})")
+    script = tmp_path / "sdk.mjs"
+    script.write_text(SDK_SCRIPT % {"sdk": json.dumps(sdk.as_uri())})
+    name = f"sdk-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        ["node", str(script), local_neon.api_host, local_neon.token, local_neon.project_id, name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    try:
+        for key in ("pooled", "direct", "viaEndpoint"):
+            with psycopg.connect(got[key]) as conn:
+                assert conn.pgconn.ssl_in_use
+                row = conn.execute("SELECT current_database()").fetchone()
+                assert row == (f"neondb_{got['id']}",), key
+    finally:
+        with make_client(local_neon) as client:
+            client.delete_branch(got["id"])

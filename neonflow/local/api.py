@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
 from neonflow.local.engine import ApiError, LocalNeon, refuse_point_in_time
+from neonflow.local.objects import register as register_objects
 
 PROJECT = "/api/v2/projects/<project_id>"
 # Neon's request bodies are a few kilobytes (a branch, its endpoints, 50 annotation strings).
@@ -58,8 +59,11 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         g.request_id = request.headers.get("X-Request-ID") or str(uuid.uuid4())
         if request.path == "/healthz":
             return None
-        supplied = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+        scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
+        # RFC 7235: the scheme is case-insensitive.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            supplied.strip().encode(), token.encode()
+        ):
             return _error(401, "authentication required: send Authorization: Bearer <token>", "")
         if request.path.startswith("/api/v2/_local"):
             return None
@@ -117,6 +121,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     @api.get(f"{PROJECT}/branches")
     def list_branches() -> Response:
         args = request.args
+        _bool_arg("include_deleted")  # deleted branches are gone locally; the flag is checked
         return jsonify(
             neon.list_branches(
                 search=args.get("search") or None,
@@ -223,7 +228,8 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
                 args.get("branch_id") or None,
                 args.get("database_name"),
                 args.get("role_name"),
-                pooled=args.get("pooled", "false").lower() == "true",
+                pooled=_bool_arg("pooled"),
+                endpoint_id=args.get("endpoint_id") or None,
             )
         )
 
@@ -255,6 +261,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         neon.faults = faults.settings
         return jsonify(faults.settings.model_dump())
 
+    register_objects(api, neon)
     app.register_blueprint(api)
     return app
 
@@ -298,6 +305,13 @@ def _depth(value: Any) -> int:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def _bool_arg(name: str) -> bool:
+    raw = request.args.get(name, "false")
+    if raw not in ("true", "false"):
+        raise ApiError(400, f"{name} must be true or false")
+    return raw == "true"
 
 
 def _int_arg(name: str) -> int | None:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import psycopg
@@ -35,6 +35,7 @@ from psycopg import sql
 
 from neonflow.config import FaultSettings
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir, new_password
+from neonflow.local.scram import internal_password
 from neonflow.local.store import Store, StoreWriteError, neon_id, operation_id
 from neonflow.times import now, rfc3339
 
@@ -55,6 +56,14 @@ _NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,60}$")
 MAX_ANNOTATIONS = 50
 MAX_ANNOTATION_KEY = 256
 MAX_ANNOTATION_VALUE = 4096
+
+
+class Hosts(Protocol):
+    """Where endpoints are reached: the proxy binds an address per endpoint."""
+
+    def allocate(self, endpoint_id: str, wanted: str | None = None) -> str: ...
+
+    def release(self, endpoint_id: str) -> None: ...
 
 
 class ApiError(Exception):
@@ -117,6 +126,7 @@ class LocalNeon:
         self._stop = threading.Event()
         self._changed = threading.Condition(self.store.lock)
         self.wake = threading.Event()  # the reaper's: an expiration was set
+        self.hosts: Hosts | None = None  # the proxy, attached by the server before bootstrap
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,9 +146,11 @@ class LocalNeon:
             }
             password = new_password()
             self.store.roles[DEFAULT_ROLE] = {"password": password, "created_at": stamp}
+        # PostgreSQL knows only the proxy's internal password: the API's works at the proxy only.
         self._sql(
             sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
-                sql.Identifier(DEFAULT_ROLE), sql.Literal(password)
+                sql.Identifier(DEFAULT_ROLE),
+                sql.Literal(internal_password(self.pg.password, DEFAULT_ROLE)),
             ),
             ignore="already exists",
         )
@@ -355,8 +367,10 @@ class LocalNeon:
             parent = self._branch(parent_id)
             if parent.get("expires_at"):
                 raise ApiError(400, "cannot create a branch from a branch that has an expiration")
-            name = spec.get("name") or neon_id("br").removeprefix("br-")
-            self._validate_name(name)
+            name = spec.get("name")
+            if name is None:
+                name = neon_id("br").removeprefix("br-")
+            self._validate_name(name)  # an empty name is a 400, as on Neon
             self._check_name_free(name)
             expires_at = self._validate_expiry(spec.get("expires_at"), spec.get("protected"))
             branch = self._new_branch(
@@ -535,9 +549,14 @@ class LocalNeon:
             op = self._new_operation("delete_timeline", branch_id)
             branch["_deleted"] = True
             branch["updated_at"] = now()
-            for endpoint_id in [e["id"] for e in self._branch_endpoints(branch_id)]:
+            released = [e["id"] for e in self._branch_endpoints(branch_id)]
+            for endpoint_id in released:
                 del self.store.endpoints[endpoint_id]
             out = {"branch": self.branch_json(branch), "operations": [self.operation_json(op)]}
+        # Only once the delete is on disk: a failed write keeps the endpoints and their hosts.
+        if self.hosts is not None:
+            for endpoint_id in released:
+                self.hosts.release(endpoint_id)
         self._executor.submit(self._run_chain, [(op, self._work_for(op) or _nothing)])
         return out
 
@@ -591,6 +610,7 @@ class LocalNeon:
                 self._check_name_free(preserve)
             op = self._new_operation("create_timeline", branch_id)
             op["_source"] = source_id
+            from_parent = source_id == branch.get("parent_id")
             if preserve:
                 kept = self._new_branch(
                     preserve,
@@ -611,7 +631,10 @@ class LocalNeon:
                     for old, new in zip(branch["_databases"], kept["_databases"], strict=True)
                 ]
                 branch["restored_as"] = kept["id"]
-            if source_id == branch.get("parent_id"):
+                # As on Neon: the backup becomes the restored branch's parent (neonctl reads the
+                # backup from parent_id).
+                branch["parent_id"] = kept["id"]
+            if from_parent:
                 branch["last_reset_at"] = now()
                 if branch.get("ttl_interval_seconds"):
                     ttl = timedelta(seconds=branch["ttl_interval_seconds"])
@@ -708,7 +731,11 @@ class LocalNeon:
         endpoint_id = neon_id("ep")
         return {
             "id": endpoint_id,
-            "host": f"127.0.0.1:{self.pg.port}",
+            "host": (
+                self.hosts.allocate(endpoint_id)
+                if self.hosts is not None
+                else f"127.0.0.1:{self.pg.port}"
+            ),
             "branch_id": branch_id,
             "type": kind,
             "current_state": "init",
@@ -859,37 +886,63 @@ class LocalNeon:
         database_name: str | None,
         role_name: str | None,
         pooled: bool = False,
+        endpoint_id: str | None = None,
     ) -> dict[str, Any]:
         if not database_name or not role_name:
             raise ApiError(400, "database_name and role_name are required")
         with self.store.lock:
-            branch = self._branch(branch_id) if branch_id else self._default_branch()
-            if not any(e["type"] == "read_write" for e in self._branch_endpoints(branch["id"])):
-                raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
-            physical = self._physical(branch, database_name)
+            if endpoint_id:
+                endpoint = self._endpoint(endpoint_id)
+                if branch_id and endpoint["branch_id"] != branch_id:
+                    raise ApiError(400, f"endpoint {endpoint_id} is not on branch {branch_id}")
+                branch = self._branch(endpoint["branch_id"])
+            else:
+                branch = self._branch(branch_id) if branch_id else self._default_branch()
+                found = self._read_write_endpoint(branch["id"])
+                if found is None:
+                    raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
+                endpoint = found
+            self._physical(branch, database_name)
             role = self.store.roles.get(role_name)
             if role is None:
                 raise not_found(f"role {role_name}")
-            # There is no PgBouncer locally: a pooled URI is the direct one.
-            return {"uri": self._uri(role_name, role["password"], physical)}
+            host = self._pooler_host(endpoint) if pooled else endpoint["host"]
+            return {"uri": self._uri(role_name, role["password"], host, database_name)}
 
-    def _uri(self, role: str, password: str, physical: str) -> str:
+    def _read_write_endpoint(self, branch_id: str) -> dict[str, Any] | None:
+        return next(
+            (e for e in self._branch_endpoints(branch_id) if e["type"] == "read_write"), None
+        )
+
+    @staticmethod
+    def _pooler_host(endpoint: dict[str, Any]) -> str:
+        # As Neon's clients build it; an IP literal has no endpoint id in it, so locally the
+        # pooled host is the direct one (a session, not PgBouncer's transaction mode).
+        return str(endpoint["host"]).replace(endpoint["id"], f"{endpoint['id']}-pooler")
+
+    @staticmethod
+    def _uri(role: str, password: str, host: str, database: str) -> str:
+        """A URI shaped as Neon's and neonctl's (TLS with channel binding)."""
         return (
             f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
-            f"@127.0.0.1:{self.pg.port}/{quote(physical, safe='')}"
+            f"@{host}/{quote(database, safe='')}?sslmode=require&channel_binding=require"
         )
 
     def _connection_details(self, branch: dict[str, Any]) -> dict[str, Any]:
         db = branch["_databases"][0]
         role = self.store.roles[db["owner_name"]]
+        endpoints = self._branch_endpoints(branch["id"])
+        endpoint = self._read_write_endpoint(branch["id"]) or endpoints[0]
         return {
-            "connection_uri": self._uri(db["owner_name"], role["password"], db["physical"]),
+            "connection_uri": self._uri(
+                db["owner_name"], role["password"], endpoint["host"], db["name"]
+            ),
             "connection_parameters": {
-                "database": db["physical"],
+                "database": db["name"],
                 "password": role["password"],
                 "role": db["owner_name"],
-                "host": f"127.0.0.1:{self.pg.port}",
-                "pooler_host": f"127.0.0.1:{self.pg.port}",
+                "host": endpoint["host"],
+                "pooler_host": self._pooler_host(endpoint),
             },
         }
 

@@ -45,6 +45,11 @@ class StatePaths:
         return self.root / "server.log"
 
     @property
+    def tls(self) -> Path:
+        """The local CA (``tls/ca.crt``: what ``sslrootcert`` points at) and server keys."""
+        return self.root / "tls"
+
+    @property
     def lock(self) -> Path:
         return self.root / "up.lock"
 

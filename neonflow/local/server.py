@@ -14,11 +14,14 @@ from werkzeug.serving import make_server
 
 from neonflow.config import Settings
 from neonflow.files import write_private
+from neonflow.local import extensions
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
 from neonflow.local.paths import StatePaths, load_or_create_config
 from neonflow.local.postgres import EmbeddedPostgres, free_port
+from neonflow.local.proxy import Proxy
 from neonflow.local.store import Store
+from neonflow.local.tls import Certificates
 
 log = logging.getLogger("neonflow.local")
 REAP_EVERY_SECONDS = 30.0
@@ -43,11 +46,13 @@ def serve(settings: Settings) -> None:
     paths = StatePaths(settings.state_dir)
     config = load_or_create_config(paths, settings.local.project_id)
     pg = EmbeddedPostgres(paths.pgdata, config["pg_port"], config["pg_password"])
+    pg.socket_dir = paths.root / "run"
     pg.init()
     if not pg.running() and not _port_free(pg.port):
         # Somebody took the remembered port while we were down: pick another, remember it.
         config["pg_port"] = pg.port = free_port()
         write_private(paths.config, json.dumps(config, indent=1))
+    extensions.install()
     pg.start()
     try:
         _run(settings, paths, config, pg)
@@ -61,14 +66,19 @@ def _run(
 ) -> None:
     store = Store(paths.metadata)
     neon = LocalNeon(store, pg, config["project_id"], settings.local.faults)
+    proxy = Proxy(neon, Certificates(paths.tls))
+    proxy.start()
+    neon.hosts = proxy
     try:
-        _serve(neon, paths, config)
+        _serve(neon, proxy, paths, config)
     finally:
         neon.close()  # before PostgreSQL stops: resumed operations finish, or stay resumable
+        proxy.stop()
 
 
-def _serve(neon: LocalNeon, paths: StatePaths, config: dict[str, Any]) -> None:
+def _serve(neon: LocalNeon, proxy: Proxy, paths: StatePaths, config: dict[str, Any]) -> None:
     neon.bootstrap()
+    proxy.open_all()
     if not _port_free(config["api_port"]):
         config["api_port"] = free_port()
         write_private(paths.config, json.dumps(config, indent=1))
