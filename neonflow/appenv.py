@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 FIELDS = ("url", "host", "port", "user", "password", "database", "sslmode")
+_IN_URL = ("user", "password", "database")
 # Scheme prefixes of a PostgreSQL URL, with or without a SQLAlchemy driver.
 _POSTGRES_SCHEME = re.compile(r"^(postgres|postgresql)(\+[A-Za-z0-9_]+)?$")
 
@@ -121,10 +122,7 @@ class AppVariables:
         fields = url_fields(url)
         if driver is not None:
             fields["url"] = with_driver(url, driver)
-        return {
-            name: "".join(lit + (fields[f] if f else "") for lit, f in parse_template(template))
-            for name, template in self.templates.items()
-        }
+        return {name: _render(template, fields) for name, template in self.templates.items()}
 
     def url(self, values: Mapping[str, str | None]) -> str | None:
         """The URI the values point at (enough of it to compare), or None if they don't say."""
@@ -136,7 +134,10 @@ class AppVariables:
             match = _matcher(template).fullmatch(value)
             if match is None:
                 continue
-            fields.update({k: v for k, v in match.groupdict().items() if v is not None})
+            found = {k: v for k, v in match.groupdict().items() if v is not None}
+            if "://" in template:
+                found = {k: unquote(v) if k in _IN_URL else v for k, v in found.items()}
+            fields.update(found)
         if fields.get("url"):
             return fields["url"]
         if not fields.get("host") or "database" not in fields:
@@ -148,6 +149,18 @@ class AppVariables:
         database = quote(fields["database"], safe="")
         query = f"?sslmode={fields['sslmode']}" if fields.get("sslmode") else ""
         return f"postgresql://{auth}{fields['host']}:{port}/{database}{query}"
+
+
+def _render(template: str, fields: dict[str, str]) -> str:
+    # Inside a URL template the credentials and the database go percent-encoded.
+    in_url = "://" in template
+    out: list[str] = []
+    for literal, field in parse_template(template):
+        out.append(literal)
+        if field is not None:
+            value = fields[field]
+            out.append(quote(value, safe="") if in_url and field in _IN_URL else value)
+    return "".join(out)
 
 
 def _matcher(template: str) -> re.Pattern[str]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -202,7 +203,8 @@ def test_several_variables_are_written_and_read_back(
     client = make_client(fresh_neon)
     branch = client.find_branch("feature")
     assert branch is not None
-    assert f"POSTGRES_DB=neondb_{branch.id}" in env
+    host = urlsplit(client.connection_uri(branch.id, "neondb", "neondb_owner")).hostname
+    assert f"POSTGRES_SERVER={host}\n" in env and "POSTGRES_DB=neondb\n" in env
     password = started["database_url"].split(":")[2].split("@")[0]
     assert password not in result.stderr  # masked in human output
 

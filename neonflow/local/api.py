@@ -7,6 +7,7 @@ or drop the connection, before or after the request did its work.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import random
@@ -80,6 +81,19 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
         return _error(exc.status, exc.message, exc.code)
+
+    @app.errorhandler(OSError)
+    def _disk_error(exc: OSError) -> tuple[Response, int]:
+        # A file the change needs (a certificate, say) cannot be written: the change was
+        # undone with the request, as for state.json itself.
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            return _error(
+                503,
+                f"cannot write {exc.filename or 'the state folder'}: {exc.strerror}; nothing was "
+                "changed: free space there and retry",
+                "UNAVAILABLE",
+            )
+        raise exc
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -360,7 +360,11 @@ class Proxy:
             if sock is None:
                 raise OSError("no loopback address or port is free for the proxy")
             address, port = sock.getsockname()[:2]
-            tls = self.certificates.for_address(address)
+            try:
+                tls = self.certificates.for_address(address)
+            except BaseException:
+                sock.close()  # no certificate (a full disk): the address stays free
+                raise
             self._sockets[endpoint_id] = sock
         self.loop.call_soon_threadsafe(self._serve, endpoint_id, sock, tls)
         return _host(address, port)

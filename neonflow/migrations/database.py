@@ -54,7 +54,9 @@ def heads_of(
     return tuple(MigrationContext.configure(conn, opts=opts).get_current_heads())
 
 
-def current(url: str) -> tuple[str, ...]:
+def current(
+    url: str, version_table: str = "alembic_version", schema: str | None = None
+) -> tuple[str, ...]:
     """The revisions the database is at (empty when it has never been migrated)."""
     with connect(url, autocommit=True) as conn:
-        return heads_of(conn)
+        return heads_of(conn, version_table, schema)

@@ -1,12 +1,15 @@
-"""The one call every env.py makes, ``EnvironmentContext.configure``, hooked for a run.
+"""The one call every env.py makes, ``EnvironmentContext.configure``, hooked for a run; and
+every database connection the Alembic process opens, checked before anything can use it.
 
 While a :class:`Run` is active the hook adds neonflow's ``on_version_apply`` callbacks and
 ``transaction_per_migration`` to whatever env.py passes, and before anything runs proves that
 the connection env.py configured reaches the database neonflow means (the interlock): neonflow's
 own connection to the target holds a session advisory lock with a random key, and env.py's
 connection must see it, in its own database, held by another session. That holds on Neon cloud
-(every branch its own server) and on the local Neon (one server, a database per branch). In
-offline (``--sql``) mode no connection is allowed and SQL is rendered for PostgreSQL.
+(every branch its own server) and on the local Neon (one server, a database per branch). The
+same check runs on every new connection of any SQLAlchemy pool (:func:`guard`), so SQL that env.py
+or the app runs before ``configure`` never reaches another database either. In offline
+(``--sql``) mode no connection is allowed and SQL is rendered for PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
 
 _ORIGINAL = EnvironmentContext.configure
 _SIGNATURE = inspect.signature(_ORIGINAL)
@@ -40,6 +46,80 @@ class WrongTarget(Exception):  # noqa: N818 - the interlock's refusal, reported 
 
 class NoConfigure(Exception):  # noqa: N818
     """env.py gave configure() nothing to run on."""
+
+
+def guard(marker: int | None, intended: str) -> None:
+    """From now on, refuse every new database connection that does not reach the target.
+
+    Installed once the target is known (neonflow's own connection is open by then) and kept
+    for the life of the Alembic process; ``marker`` None (offline SQL) refuses every connection.
+    """
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        if marker is not None and _dbapi_sees(dbapi_connection, marker):
+            return
+        where = record.info.get("neonflow_where") or _dbapi_describe(dbapi_connection)
+        try:
+            dbapi_connection.close()
+        except Exception:  # noqa: S110 - closing what we refuse is best effort
+            pass
+        if marker is None:
+            raise WrongTarget(
+                f"env.py (or the app) connected to {where} while neonflow renders SQL offline "
+                "(--sql): no connection is allowed there"
+            )
+        raise WrongTarget(f"env.py connected to {where}, not to {intended}: nothing was run there")
+
+    def on_do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        # Before the driver connects: remember where to, to say so should it be refused.
+        record.info["neonflow_where"] = _where(dialect, cargs, cparams)
+
+    event.listen(Engine, "do_connect", on_do_connect)
+    event.listen(Pool, "connect", on_connect)
+
+
+def _where(dialect: Any, cargs: Any, cparams: dict[str, Any]) -> str:
+    name = f"{dialect.name}+{dialect.driver}" if dialect.driver else dialect.name
+    if dialect.name == "sqlite":
+        return f"{dialect.name}:///{cargs[0] if cargs else cparams.get('database', '')}"
+    user = cparams.get("user") or ""
+    host = cparams.get("host") or "localhost"
+    port = f":{cparams['port']}" if cparams.get("port") else ""
+    database = cparams.get("dbname") or cparams.get("database") or ""
+    return f"{name}://{user + ':****@' if user else ''}{host}{port}/{database}"
+
+
+def _dbapi_sees(conn: Any, marker: int) -> bool:
+    """Whether a raw DB-API connection sees the marker (any error: it does not)."""
+    try:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_MARKER.format(hi=marker >> 32, lo=marker & 0xFFFFFFFF))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        conn.rollback()
+        return bool(row and row[0])
+    except Exception:
+        return False
+
+
+def _dbapi_describe(conn: Any) -> str:
+    """Driver, host, port and database of a raw DB-API connection, as far as it tells."""
+    module = type(conn).__module__.split(".")[0]
+    info = getattr(conn, "info", None)  # psycopg 3, psycopg2
+    if info is not None and hasattr(info, "host"):
+        user = getattr(info, "user", "")
+        return f"{module}://{user}{'@' if user else ''}{info.host}:{info.port}/{info.dbname}"
+    inner = getattr(conn, "_connection", None)  # SQLAlchemy's asyncpg adapter
+    addr, params = getattr(inner, "_addr", None), getattr(inner, "_params", None)
+    if addr is not None and params is not None:
+        host = addr[0] if isinstance(addr, tuple) else addr
+        port = addr[1] if isinstance(addr, tuple) else ""
+        return f"asyncpg://{params.user}@{host}:{port}/{params.database}"
+    if module == "sqlite3":
+        return "sqlite:///…"
+    return f"a {module} connection"
 
 
 def new_marker() -> int:

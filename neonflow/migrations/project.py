@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib.machinery
 import importlib.util
 import os
 import re
+import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +44,7 @@ class Project:
     flask_app: str | None = None
     flask_migrate: bool = False
     options: dict[str, str] = field(default_factory=dict)  # the ini's [alembic] section
+    toml_file: Path | None = None  # a pyproject.toml with [tool.alembic]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Project:
@@ -50,11 +54,14 @@ class Project:
                 f"{ini}: Alembic configuration not found (set [migrations] alembic_ini in "
                 "neonflow.toml, or run `neonflow init`)"
             )
+        toml_file = _alembic_pyproject(ini.parent, settings.root)
         options = read_ini(ini)
+        if toml_file is not None:
+            # Alembic 1.16+: [tool.alembic] in pyproject.toml holds what the ini does not.
+            options = {**options, **read_pyproject(toml_file)}
         flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
-        # Flask-Migrate runs from the folder holding migrations/ (where `flask db` is typed).
-        default_cwd = ini.parent.parent if flask_migrate else ini.parent
-        cwd = (settings.migrations_cwd or default_cwd).resolve()
+        cwd = settings.migrations_cwd or _default_cwd(ini, options, flask_migrate, settings.root)
+        cwd = cwd.resolve()
         if not cwd.is_dir():
             raise ConfigError(f"{cwd}: [migrations] cwd is not a folder")
         flask_app = settings.migrations.flask_app or None
@@ -71,7 +78,7 @@ class Project:
                 f"{ini}: no script_location in [alembic] (and no env.py beside it for "
                 "Flask-Migrate): point [migrations] alembic_ini at your project's alembic.ini"
             )
-        return cls(
+        project = cls(
             ini=ini.resolve(),
             cwd=cwd,
             root=settings.root.resolve(),
@@ -80,20 +87,66 @@ class Project:
             flask_app=flask_app,
             flask_migrate=flask_migrate,
             options=options,
+            toml_file=toml_file,
         )
+        script_dir = project.script_dir
+        if script_dir is not None and not (script_dir / "env.py").is_file():
+            raise ConfigError(
+                f"{ini}: script_location {options.get('script_location')!r} has no env.py from "
+                f"{cwd}: set [migrations] cwd to the folder you run alembic from"
+            )
+        return project
 
     # -- where the scripts are -------------------------------------------------------------
 
     @property
     def script_dir(self) -> Path | None:
-        """The script folder (None for a ``package:path`` location, resolved by Alembic)."""
+        """The script folder (a ``package:path`` location found without importing the package;
+        None when it cannot be found so, and Alembic decides)."""
         if self.flask_migrate:
             return self.ini.parent
         location = self.options.get("script_location", "")
-        if ":" in location and not Path(location).is_absolute() and not location[1:2] == ":":
-            return None
+        package, colon, inner = location.partition(":")
+        if colon and not Path(location).is_absolute() and package.isidentifier():
+            search = [str(p) for p in self.prepend_sys_path()] + sys.path
+            spec = importlib.machinery.PathFinder.find_spec(package, search)
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            return Path(list(spec.submodule_search_locations)[0]) / inner
         path = Path(location).expanduser()
         return path if path.is_absolute() else self.cwd / path
+
+    def prepend_sys_path(self) -> list[Path]:
+        """The ini's ``prepend_sys_path`` folders, from where Alembic runs."""
+        raw = self.options.get("prepend_sys_path", "")
+        separator = self.options.get("path_separator")
+        parts = raw.split(_SEPARATORS.get(separator, separator)) if separator else raw.split()
+        return [self.cwd / p.strip() for p in parts if p.strip()]
+
+    def version_table(self) -> tuple[str, str | None]:
+        """The ``version_table`` and ``version_table_schema`` env.py passes to configure(),
+        read off its source (Alembic's defaults when it passes none, or not as literals)."""
+        table, schema = "alembic_version", None
+        script_dir = self.script_dir
+        env_py = script_dir / "env.py" if script_dir is not None else None
+        if env_py is None or not env_py.is_file():
+            return table, schema
+        try:
+            tree = ast.parse(_text(env_py))
+        except (SyntaxError, RevisionLoadError):
+            return table, schema
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            for keyword in node.keywords:
+                value = keyword.value
+                if not isinstance(value, ast.Constant) or not isinstance(value.value, str):
+                    continue
+                if keyword.arg == "version_table":
+                    table = value.value
+                elif keyword.arg == "version_table_schema":
+                    schema = value.value
+        return table, schema
 
     def version_dirs(self) -> list[Path] | None:
         """The folders holding revision files, as Alembic finds them (None if unsure)."""
@@ -156,12 +209,13 @@ class Project:
         return self.variables.url(envfile.read_vars(self.env_file, self.variables.names))
 
     def url_driver(self) -> str | None:
-        """The driver the app's URL variable carries now, else the ini's (None: plain)."""
+        """The driver the app's URL variable carries now (None: Neon's plain URI, as the app's
+        own env file had it, or had nothing)."""
         current = envfile.read_vars(self.env_file, self.variables.names)
         for name, template in self.variables.templates.items():
             if template.strip() == "{url}" and appenv.is_postgres(current.get(name)):
                 return appenv.driver_of(current.get(name))
-        return appenv.driver_of(self.options.get("sqlalchemy.url"))
+        return None
 
     def sqlalchemy_driver(self) -> str:
         """The driver for ``sqlalchemy.url``: the project's own, psycopg 3 for a placeholder."""
@@ -183,6 +237,49 @@ class Project:
 
     def placeholder(self) -> bool:
         return bool(_PLACEHOLDER.match(self.options.get("sqlalchemy.url", "")))
+
+
+def _default_cwd(ini: Path, options: dict[str, str], flask_migrate: bool, root: Path) -> Path:
+    """Where the user types ``alembic`` (or ``flask db``): the ini's folder, unless its relative
+    ``script_location`` is only found from the project root (``alembic -c db/alembic.ini``).
+    Flask-Migrate runs from the project root, or else the folder holding ``migrations/``."""
+    here = ini.parent.resolve()
+    if flask_migrate:
+        return root if here.is_relative_to(root.resolve()) else here.parent
+    location = options.get("script_location", "")
+    relative = location and not Path(location).is_absolute() and ":" not in location
+    if relative and not (here / location).is_dir() and (root / location).is_dir():
+        return root
+    return here
+
+
+def _alembic_pyproject(*folders: Path) -> Path | None:
+    for folder in folders:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file() and read_pyproject(candidate):
+            return candidate.resolve()
+    return None
+
+
+def read_pyproject(path: Path) -> dict[str, str]:
+    """``[tool.alembic]`` of a pyproject.toml, lists joined as the ini writes them."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    section = data.get("tool", {}).get("alembic", {})
+    if not isinstance(section, dict):
+        return {}
+    here = str(path.parent.resolve())
+    out: dict[str, str] = {}
+    for key, value in section.items():
+        if isinstance(value, list):
+            out[key] = " ".join(str(v).replace("%(here)s", here) for v in value)
+            if key in ("prepend_sys_path", "version_locations"):
+                out.setdefault("path_separator", "space")
+        elif isinstance(value, str | int | float | bool):
+            out[key] = str(value).replace("%(here)s", here)
+    return out
 
 
 def read_ini(ini: Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from neonflow.errors import (
     RevisionLoadError,
     WrongTargetError,
 )
+from neonflow.migrations.history import History
 from neonflow.migrations.project import Project, multiple_heads
 
 # Offline SQL needs the variables to exist, never to reach anything: `.invalid` never resolves.
@@ -58,7 +59,9 @@ class Runner:
         out: Any = self._log if self._log is not None else sys.stderr
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "neonflow.migrations.worker", str(write_fd)],
+                # -P: the project's folder is not put first on sys.path (its alembic/ folder
+                # must not shadow Alembic); the ini's prepend_sys_path adds what it should.
+                [sys.executable, "-P", "-m", "neonflow.migrations.worker", str(write_fd)],
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=out,
@@ -75,9 +78,8 @@ class Runner:
             {
                 "op": "project",
                 "ini": str(project.ini),
+                "toml_file": str(project.toml_file) if project.toml_file else None,
                 "cwd": str(project.cwd),
-                "roots": sorted({str(project.root), str(project.cwd)}),
-                "env_py": str(script_dir / "env.py") if script_dir else None,
                 "script_dir": str(script_dir) if script_dir else None,
                 "version_dirs": [str(d) for d in project.version_dirs() or []],
                 "flask_app": project.flask_app,
@@ -174,6 +176,14 @@ class Runner:
     def check(self) -> list[str]:
         """``alembic check``: the differences between the models and the migrated database."""
         return list(self._call({"op": "check"})["drift"])
+
+    def history(self) -> History:
+        """The revision history and version table, read in this process (after :meth:`offline`)."""
+        reply = self._call({"op": "history"})
+        if reply.get("version_table") in (None, "alembic_version"):
+            # The offline run may not pass the online run's version table: read env.py's own.
+            reply["version_table"], reply["version_table_schema"] = self.project.version_table()
+        return History.from_reply(reply)
 
     def sql(self, start: str | None, end: str = "heads") -> str:
         """The SQL an upgrade from ``start`` to ``end`` runs (Alembic's offline mode)."""

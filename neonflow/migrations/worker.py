@@ -13,14 +13,12 @@ any number of ``upgrade``, ``downgrade``, ``check`` and ``sql``.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import io
 import json
 import os
 import sys
-import sysconfig
 import traceback
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ class Session:
     def op_project(self, **project: Any) -> dict[str, Any]:
         self.project = project
         os.chdir(project["cwd"])
-        _prewarm(Path(project["env_py"]) if project.get("env_py") else None, project["roots"])
+        _prewarm()
         return {}
 
     def op_target(
@@ -91,6 +89,8 @@ class Session:
             self.own.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
             self.marker = hook.new_marker()
             self.own.exec_driver_sql(MARKER_LOCK.format(key=self.marker))
+        # Every connection from here on (the app's, env.py's) must reach the target.
+        hook.guard(self.marker, intended)
         if self.project.get("flask_app"):
             self._flask_app()
         return {}
@@ -149,6 +149,38 @@ class Session:
         self._alembic(run, scripts, check, heads_of(self.own))
         return {"drift": diffs}
 
+    def op_history(self) -> dict[str, Any]:
+        """Heads, every revision and the version table env.py configures (read offline)."""
+        from alembic import command
+
+        from neonflow.migrations import hook
+
+        cfg, scripts = self._config()
+        cfg.output_buffer = io.StringIO()
+        run = hook.Run(marker=None, intended="offline SQL")
+        if len(scripts.get_heads()) == 1:
+            # env.py's configure() names the version table: render the SQL to read it (a
+            # revision that needs a live database cannot render: the default table stands).
+            try:
+                self._alembic(run, scripts, lambda: command.upgrade(cfg, "heads", sql=True), ())
+            except _Failure as failure:
+                if failure.kind in ("load", "target"):
+                    raise
+        return {
+            "heads": list(scripts.get_heads()),
+            "revisions": [
+                {
+                    "revision": script.revision,
+                    "down": list(script._all_down_revisions),
+                    "path": script.path,
+                    "doc": (script.doc or "").strip(),
+                }
+                for script in scripts.walk_revisions()
+            ],
+            "version_table": run.version_table,
+            "version_table_schema": run.version_table_schema,
+        }
+
     def op_sql(self, start: str | None, end: str) -> dict[str, Any]:
         from alembic import command
 
@@ -173,16 +205,17 @@ class Session:
             migrate = self.flask.extensions["migrate"].migrate
             cfg = migrate.get_config(self.project["script_dir"])
         else:
-            cfg = Config(ini)
+            cfg = Config(ini, toml_file=self.project.get("toml_file"))
             if self.project.get("flask_migrate"):
                 cfg.set_main_option("script_location", self.project["script_dir"])
         cfg.stdout = io.StringIO()
         cfg.set_main_option("sqlalchemy.url", self.target["sqlalchemy_url"].replace("%", "%%"))
+        scripts = None
         try:
             scripts = ScriptDirectory.from_config(cfg)
             scripts.get_heads()  # loads every revision file: a broken one is reported now
         except Exception as exc:
-            raise _classified(exc, None, "load") from None
+            raise _classified(exc, scripts, "load") from None
         return cfg, scripts
 
     def _run(self, recorder: Any = None, transaction_per_migration: bool = False) -> Any:
@@ -213,9 +246,11 @@ class Session:
             raise _Failure("env", "env.py failed: it never called context.configure()")
 
     def _flask_app(self) -> None:
-        from flask.cli import ScriptInfo
+        from flask.cli import ScriptInfo, load_dotenv
 
         try:
+            # As `flask` does: .flaskenv and .env (what neonflow exported stays).
+            load_dotenv()
             app = ScriptInfo(app_import_path=self.project["flask_app"]).load_app()
         except Exception as exc:
             raise _Failure(
@@ -336,9 +371,15 @@ def _env_py_line(frames: traceback.StackSummary) -> str:
     return ""
 
 
+# What PostgreSQL answers to credentials it refuses: a configuration problem, not the network.
+_REFUSED = ("password authentication failed", "authentication failed", "no pg_hba.conf entry")
+
+
 def _is_network(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
+    if any(words in str(exc) for words in _REFUSED):
+        return False
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ConnectionError | TimeoutError | OSError) and not isinstance(
@@ -392,77 +433,34 @@ def _first_line(exc: object) -> str:
 # -- imports ahead of time ------------------------------------------------------------------------
 
 
-def _prewarm(env_py: Path | None, roots: list[str]) -> None:
-    """Import Alembic, SQLAlchemy and the installed packages env.py uses, not the project's own.
+# Libraries that read no application settings at import: safe to load before the variables
+# are exported. Anything else (the project's modules, a company's settings package) waits.
+PREWARM = (
+    "alembic.command",
+    "alembic.config",
+    "sqlalchemy",
+    "sqlalchemy.ext.asyncio",
+    "psycopg",
+    "psycopg2",
+    "asyncpg",
+    "flask",
+    "flask_sqlalchemy",
+    "flask_migrate",
+    "sqlmodel",
+    "pydantic",
+    "pydantic_settings",
+)
 
-    The project's modules may read settings at import: they load only once the variables are
-    exported. Their own imports of installed packages are warmed too (one level down).
-    """
-    import alembic.command  # noqa: F401
-    import alembic.config  # noqa: F401
-    import sqlalchemy  # noqa: F401
 
-    if env_py is None or not env_py.is_file():
-        return
-    installed = _installed_paths()
-    queue = [env_py]
-    seen: set[Path] = set()
-    while queue:
-        source = queue.pop()
-        if source in seen or len(seen) > 20:
+def _prewarm() -> None:
+    """Import what most env.py files need while neonflow waits for Neon."""
+    for name in PREWARM:
+        if importlib.util.find_spec(name.split(".")[0]) is None:
             continue
-        seen.add(source)
-        for name in _imports(source):
-            try:
-                spec = importlib.util.find_spec(name.split(".")[0])
-            except (ImportError, ValueError):
-                continue
-            origin = spec.origin if spec is not None else None
-            if origin is None or origin in ("built-in", "frozen"):
-                continue
-            path = Path(origin).resolve()
-            if _under(path, installed) or not any(_under(path, [Path(r)]) for r in roots):
-                try:
-                    importlib.import_module(name)
-                except Exception:  # noqa: S112 - the real run reports whatever is wrong
-                    continue
-            else:
-                project_spec = _find_spec_quietly(name)
-                if project_spec is not None and project_spec.origin:
-                    queue.append(Path(project_spec.origin))
-
-
-def _find_spec_quietly(name: str) -> Any:
-    # find_spec of a submodule imports its parents: only look up top-level project files.
-    if "." in name:
-        return None
-    try:
-        return importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-
-
-def _imports(path: Path) -> list[str]:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return []
-    names: list[str] = []
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append(node.module)
-    return names
-
-
-def _installed_paths() -> list[Path]:
-    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib", "stdlib", "platstdlib")}
-    return [Path(p).resolve() for p in paths]
-
-
-def _under(path: Path, folders: list[Path]) -> bool:
-    return any(path.is_relative_to(folder) for folder in folders)
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: S112 - the real run reports whatever is wrong
+            continue
 
 
 def main() -> None:
@@ -475,6 +473,10 @@ def main() -> None:
         reply = session.handle(request)
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
+    # Done: a thread the app started (a scheduler) must not keep the process, nor neonflow.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

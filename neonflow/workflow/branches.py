@@ -20,6 +20,7 @@ from neonflow.config import Settings, parse_duration
 from neonflow.errors import (
     ConfigError,
     ConflictError,
+    EnvPyError,
     MigrationError,
     NeonAPIError,
     NeonflowError,
@@ -27,6 +28,7 @@ from neonflow.errors import (
     NotFoundError,
     RefusedError,
     UsageError,
+    WrongTargetError,
 )
 from neonflow.times import rfc3339_or_none
 from neonflow.urls import same_database
@@ -34,6 +36,7 @@ from neonflow.workflow import names
 
 if TYPE_CHECKING:
     from neonflow.migrations import Project
+    from neonflow.migrations.history import History
     from neonflow.migrations.runner import Runner
     from neonflow.neon import Branch, CreatedBranch, NeonClient
 
@@ -187,6 +190,12 @@ class Branches:
             from neonflow.migrations import multiple_heads
 
             raise multiple_heads(heads)
+
+    def history(self) -> History:
+        """The revision history, read by an Alembic process of its own (offline)."""
+        with self.runner() as offline:
+            offline.offline()
+            return offline.history()
 
     def migrate(
         self, runner: Runner, url: str, intended: str, **session_settings: str
@@ -402,6 +411,11 @@ class Branches:
                     "and run `neonflow branch start` again",
                     revision=exc.revision,
                 ) from None
+            except (EnvPyError, WrongTargetError) as exc:
+                raise type(exc)(
+                    f"{exc}; branch {full} is kept (not migrated) and the app points at it: "
+                    "fix it and run `neonflow branch start` again"
+                ) from None
         return StartResult(
             branch=full,
             branch_id=branch.id,
@@ -558,17 +572,18 @@ class Branches:
             self._refuse_parent(branch, branches, "promote (and then delete)")
         if set_default:
             return self._promote_set_default(branch, parent)
-        from neonflow.migrations import database, multiple_heads, scripts
+        from neonflow.migrations import database, multiple_heads
 
-        heads = scripts.heads(self.project)
+        history = self.history()
+        heads = history.heads
         if len(heads) != 1:
             raise multiple_heads(heads)
         parent_url = self.url(parent)
         # Everything that could fail once the parent is migrated is read before it is.
         pointed = same_database(self.app_url(), self.url_or_none(branch))
-        before = database.current(parent_url)
+        before = database.current(parent_url, history.version_table, history.version_table_schema)
         for revision in before:
-            if not scripts.is_ancestor(self.project, revision):
+            if not history.knows(revision):
                 raise RefusedError(
                     f"parent {parent.name!r} is at revision {revision}, which is not in this "
                     "branch's migration history (someone else migrated the parent): merge their "
@@ -707,6 +722,10 @@ class Branches:
         branches = self.client.list_branches(sort_by="created_at", sort_order="asc")
         by_id = {b.id: b for b in branches}
         app_url = self.app_url()
+        try:
+            table, schema = self.project.version_table()
+        except ConfigError:
+            table, schema = "alembic_version", None
         rows = []
         for branch in branches:
             url = self.url_or_none(branch) if (revisions or app_url) else None
@@ -721,22 +740,23 @@ class Branches:
                     default=branch.default,
                     protected=branch.protected,
                     neonflow=branch.annotations.get(A_CREATED_BY) == "true",
-                    revision=_revision(url) if revisions and url else None,
+                    revision=_revision(url, table, schema) if revisions and url else None,
                     current=same_database(app_url, url),
                 )
             )
         return rows
 
     def status(self) -> StatusResult:
-        from neonflow.errors import RevisionLoadError
-        from neonflow.migrations import scripts
+        from neonflow.errors import EnvPyError, RevisionLoadError
+        from neonflow.migrations.history import History
 
         app_url = self.app_url()
         problem = None
         try:
-            head = list(scripts.heads(self.project))
-        except RevisionLoadError as exc:
-            head, problem = [], str(exc)
+            history = self.history()
+        except (RevisionLoadError, EnvPyError) as exc:
+            history, problem = History(heads=()), str(exc)
+        head = list(history.heads)
         result = StatusResult(
             str(self.settings.env_file),
             app_url,
@@ -761,7 +781,7 @@ class Branches:
                 result.parent = parent.name if parent else None
                 result.expires_at = rfc3339_or_none(branch.expires_at)
                 break
-        result.revision = _revision(app_url)
+        result.revision = _revision(app_url, history.version_table, history.version_table_schema)
         if result.revision is not None and problem is None:
             result.at_head = set(result.revision) == set(head)
         return result
@@ -772,11 +792,13 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _revision(url: str) -> list[str] | None:
+def _revision(
+    url: str, version_table: str = "alembic_version", schema: str | None = None
+) -> list[str] | None:
     """The Alembic revision of the database at ``url``, None when it cannot be read."""
     from neonflow.migrations import database
 
     try:
-        return list(database.current(url))
+        return list(database.current(url, version_table, schema))
     except Exception:  # an unreachable branch shows as unknown in a listing, it does not fail it
         return None

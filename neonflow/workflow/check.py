@@ -62,9 +62,8 @@ from neonflow.workflow.branches import (
 )
 
 if TYPE_CHECKING:
-    from alembic.script import Script
-
     from neonflow.migrations import Project
+    from neonflow.migrations.history import History, Revision
     from neonflow.migrations.runner import Runner
     from neonflow.neon import Branch, NeonClient
 
@@ -310,32 +309,40 @@ class Check:
         return report
 
     def _run(self, report: CheckReport, base: str | None, keep: bool) -> None:
-        from neonflow.migrations import database, scripts
+        from neonflow.migrations import database
 
-        try:
-            heads = scripts.heads(self.project)
-        except RevisionLoadError as exc:
-            report.add("migration", "error", str(exc), revision=exc.revision)
-            return
-        base_branch = self.branches.require(base or self.settings.neon.parent, literal=True)
-        base_rev = database.current(self.branches.url(base_branch))
-        report.base = BaseInfo(base_branch.name, base_branch.id, list(base_rev))
-        report.head = ", ".join(heads) or None
-        if self._refuse(report, heads, base_rev, base_branch):
-            return
-        start = base_rev[0] if base_rev else None
-        path = scripts.path_between(self.project, start, "heads")
-        report.revisions = [self._revision_report(script) for script in path]
-        squawk = self._squawk() if report.revisions else None
-        self._on_branch(report, base_branch, start, keep, squawk)
+        # Both Alembic processes warm up (imports) while neonflow reads the base and Neon
+        # makes the branch: one renders offline (the history, the SQL to lint), one migrates.
+        with self.branches.runner() as offline, self.branches.runner() as runner:
+            offline.offline()
+            try:
+                history = offline.history()
+            except RevisionLoadError as exc:
+                report.add("migration", "error", str(exc), revision=exc.revision)
+                return
+            base_branch = self.branches.require(base or self.settings.neon.parent, literal=True)
+            base_rev = database.current(
+                self.branches.url(base_branch),
+                history.version_table,
+                history.version_table_schema,
+            )
+            report.base = BaseInfo(base_branch.name, base_branch.id, list(base_rev))
+            report.head = ", ".join(history.heads) or None
+            if self._refuse(report, history, base_rev, base_branch):
+                return
+            start = base_rev[0] if base_rev else None
+            report.revisions = [self._revision_report(r) for r in history.path(start)]
+            squawk = self._squawk() if report.revisions else None
+            self._on_branch(report, base_branch, start, keep, squawk, runner, offline)
 
     # -- refusals --------------------------------------------------------------------------
 
     def _refuse(
-        self, report: CheckReport, heads: tuple[str, ...], base_rev: tuple[str, ...], base: Branch
+        self, report: CheckReport, history: History, base_rev: tuple[str, ...], base: Branch
     ) -> bool:
-        from neonflow.migrations import multiple_heads, scripts
+        from neonflow.migrations import multiple_heads
 
+        heads = history.heads
         if not heads:
             report.add("refused", "error", f"{self.project.ini} has no migration: nothing to check")
         elif len(heads) > 1:
@@ -347,7 +354,7 @@ class Check:
                 f"{base.name} is at several revisions ({', '.join(base_rev)}); "
                 "neonflow check needs a base at one revision",
             )
-        elif base_rev and not scripts.is_ancestor(self.project, base_rev[0]):
+        elif base_rev and not history.knows(base_rev[0]):
             report.add(
                 "refused",
                 "error",
@@ -375,7 +382,6 @@ class Check:
         settings = self.settings.check
         self.progress("linting the migrations' SQL with squawk (while Neon makes the branch)")
         try:
-            runner.offline()
             sql = runner.sql(start, "heads")
         except NeonflowError as exc:  # a revision that needs a live database cannot render
             report.add(
@@ -404,41 +410,46 @@ class Check:
     # -- the branch ------------------------------------------------------------------------
 
     def _on_branch(
-        self, report: CheckReport, base: Branch, start: str | None, keep: bool, squawk: Path | None
+        self,
+        report: CheckReport,
+        base: Branch,
+        start: str | None,
+        keep: bool,
+        squawk: Path | None,
+        runner: Runner,
+        offline: Runner,
     ) -> None:
         name = check_branch_name(self.settings.root)
         report.branch = info = BranchInfo(name)
-        # Both Alembic processes warm up (imports) while Neon makes the branch.
-        with self.branches.runner() as runner, self.branches.runner() as offline:
-            self.progress(f"creating branch {name}, a throw-away copy of {base.name}")
-            clock = time.monotonic()
-            created = self.branches.create_throwaway(
-                name, base, "check", self.branches.expires_at(throwaway=not keep)
-            )
-            branch = created.branch
-            info.id = branch.id
-            info.expires_at = rfc3339_or_none(branch.expires_at)
-            try:
-                # Linting needs no database: do it while Neon creates the branch.
-                with self._timed(report, "lint"):
-                    self._lint(report, start, squawk, offline)
-                self.client.wait_for_operations(created.operations)
-                url = self.branches.created_url(created) or self.branches.url(branch)
-                report.timings["create_branch"] = _since(clock)
-                report.stages["create_branch"] = "passed"
-                runner.target(url, f"the throw-away branch {name}")
-                self._rehearse(report, base, branch, runner, start)
-            finally:
-                if keep:
-                    info.kept = True
-                    report.stages["teardown"] = "kept"
-                    self.progress(
-                        f"keeping branch {name} (--keep); when done: "
-                        f"neonflow branch delete {name} --yes"
-                    )
-                else:
-                    with self._timed(report, "teardown"):
-                        self._teardown(report, branch)
+        self.progress(f"creating branch {name}, a throw-away copy of {base.name}")
+        clock = time.monotonic()
+        created = self.branches.create_throwaway(
+            name, base, "check", self.branches.expires_at(throwaway=not keep)
+        )
+        branch = created.branch
+        info.id = branch.id
+        info.expires_at = rfc3339_or_none(branch.expires_at)
+        try:
+            # Linting needs no database: do it while Neon creates the branch.
+            with self._timed(report, "lint"):
+                self._lint(report, start, squawk, offline)
+            self.client.wait_for_operations(created.operations)
+            url = self.branches.created_url(created) or self.branches.url(branch)
+            report.timings["create_branch"] = _since(clock)
+            report.stages["create_branch"] = "passed"
+            runner.target(url, f"the throw-away branch {name}")
+            self._rehearse(report, base, branch, runner, start)
+        finally:
+            if keep:
+                info.kept = True
+                report.stages["teardown"] = "kept"
+                self.progress(
+                    f"keeping branch {name} (--keep); when done: "
+                    f"neonflow branch delete {name} --yes"
+                )
+            else:
+                with self._timed(report, "teardown"):
+                    self._teardown(report, branch)
 
     def _rehearse(
         self, report: CheckReport, base: Branch, branch: Branch, runner: Runner, start: str | None
@@ -589,15 +600,12 @@ class Check:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _revision_report(self, script: Script) -> RevisionReport:
-        down = script.down_revision
-        if isinstance(down, tuple | list):
-            down = ", ".join(down)
+    def _revision_report(self, revision: Revision) -> RevisionReport:
         return RevisionReport(
-            revision=script.revision,
-            down_revision=down,
-            file=self._relative(Path(script.path)),
-            message=(script.doc or "").strip(),
+            revision=revision.revision,
+            down_revision=revision.down_revision,
+            file=self._relative(Path(revision.path)),
+            message=revision.doc,
         )
 
     def _relative(self, path: Path) -> str:

@@ -97,7 +97,7 @@ def detect(root: Path) -> Detected:
     flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
     run_folder = ini.parent.parent if flask_migrate else ini.parent
     if flask_migrate:
-        found.flask_app = flask_app_from_env(run_folder)
+        found.flask_app = flask_app_from_env(root) or flask_app_from_env(run_folder)
         if found.flask_app is None:
             found.notes.append(
                 "a Flask-Migrate folder, but no FLASK_APP in .flaskenv or .env: set "
