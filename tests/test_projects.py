@@ -245,7 +245,7 @@ def test_env_py_that_connects_to_the_parent_is_refused(
     result = nf("branch", "start", "feature")
 
     assert result.exit_code == 14
-    assert "env.py connected to postgresql://neondb_owner:****@" in result.stderr
+    assert "env.py connected to postgresql+psycopg://neondb_owner:****@" in result.stderr
     assert "not to branch feature: nothing was run there" in result.stderr
     assert parent.split(":")[2].split("@")[0] not in result.stderr
     assert database.current(parent) == ()  # nothing migrated on the parent
@@ -270,7 +270,7 @@ def test_env_py_that_uses_sqlite_is_refused(
     result = nf("branch", "start", "feature")
 
     assert result.exit_code == 14
-    assert "env.py connected to sqlite:///app.db, not to branch feature" in result.stderr
+    assert f"env.py connected to sqlite:///{root / 'app.db'}, not to branch feature" in result.stderr
     db = root / "app.db"
     if db.exists():
         with sqlite3.connect(db) as conn:

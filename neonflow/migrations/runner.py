@@ -82,6 +82,9 @@ class Runner:
                 "cwd": str(project.cwd),
                 "script_dir": str(script_dir) if script_dir else None,
                 "version_dirs": [str(d) for d in project.version_dirs() or []],
+                "sys_path": [str(d) for d in project.prepend_sys_path()],
+                # neonflow's own connection (psycopg) and env.py's driver, imported ahead
+                "drivers": sorted({"psycopg", project.sqlalchemy_driver()}),
                 "flask_app": project.flask_app,
                 "flask_migrate": project.flask_migrate,
             }

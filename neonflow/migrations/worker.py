@@ -13,7 +13,9 @@ any number of ``upgrade``, ``downgrade``, ``check`` and ``sql``.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import json
@@ -49,7 +51,12 @@ class Session:
     def op_project(self, **project: Any) -> dict[str, Any]:
         self.project = project
         os.chdir(project["cwd"])
-        _prewarm()
+        env_py = Path(project["script_dir"]) / "env.py" if project.get("script_dir") else None
+        search = [*project.get("sys_path", []), project["cwd"], *sys.path]
+        _prewarm(env_py, search)
+        for module in project.get("drivers", []):
+            if importlib.util.find_spec(module) is not None:
+                importlib.import_module(module)
         return {}
 
     def op_target(
@@ -434,12 +441,11 @@ def _first_line(exc: object) -> str:
 
 
 # Libraries that read no application settings at import: safe to load before the variables
-# are exported. Anything else (the project's modules, a company's settings package) waits.
-PREWARM = (
-    "alembic.command",
-    "alembic.config",
+# are exported, when env.py (or a project module it imports) imports them. Anything else (the
+# project's own modules, a company's settings package) waits for the variables.
+PREWARM = {
+    "alembic",
     "sqlalchemy",
-    "sqlalchemy.ext.asyncio",
     "psycopg",
     "psycopg2",
     "asyncpg",
@@ -449,18 +455,64 @@ PREWARM = (
     "sqlmodel",
     "pydantic",
     "pydantic_settings",
-)
+    "geoalchemy2",
+    "sqlalchemy_utils",
+}
 
 
-def _prewarm() -> None:
-    """Import what most env.py files need while neonflow waits for Neon."""
-    for name in PREWARM:
-        if importlib.util.find_spec(name.split(".")[0]) is None:
+def _prewarm(env_py: Path | None, search: list[str]) -> None:
+    """Import, while neonflow waits for Neon, the well-known libraries env.py will import.
+
+    env.py and the project modules it imports are read (never run) for their imports.
+    """
+    import alembic.command  # noqa: F401
+    import alembic.config  # noqa: F401
+
+    wanted: set[str] = set()
+    queue = [env_py] if env_py is not None else []
+    seen: set[Path] = set()
+    while queue and len(seen) < 30:
+        source = queue.pop()
+        if source in seen or not source.is_file():
             continue
+        seen.add(source)
+        for name in _imports(source):
+            if name.split(".")[0] in PREWARM:
+                wanted.add(name)
+            else:
+                queue.extend(_source_of(name, search))
+    for name in sorted(wanted):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: S112 - the real run reports whatever is wrong
             continue
+
+
+def _source_of(name: str, search: list[str]) -> list[Path]:
+    """The file of a project module, found without importing it (or its package)."""
+    top, *rest = name.split(".")
+    spec = importlib.machinery.PathFinder.find_spec(top, search)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return []
+    base = Path(spec.origin)
+    if not rest:
+        return [base]
+    folder = base.parent.joinpath(*rest)
+    return [p for p in (folder.with_suffix(".py"), folder / "__init__.py") if p.is_file()]
+
+
+def _imports(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
 
 
 def main() -> None:
