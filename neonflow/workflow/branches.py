@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from neonflow import envfile
 from neonflow.config import Settings, parse_duration
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from neonflow.neon import Branch, CreatedBranch, NeonClient
 
 Progress = Callable[[str], None]
+Expiry = Literal["default", "throwaway", "none"]
 
 # Annotations neonflow puts on the branches it creates (Neon keeps them as strings).
 A_CREATED_BY = "neonflow"
@@ -345,17 +346,47 @@ class Branches:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, name: str | None, parent: str | None = None) -> StartResult:
+    def start(
+        self,
+        name: str | None,
+        parent: str | None = None,
+        *,
+        migrate: bool = True,
+        write_env: bool = True,
+        purpose: str | None = None,
+        expiry: Expiry = "default",
+        schema_only: bool = False,
+    ) -> StartResult:
+        """Get or create the branch, point the app at it (``write_env``), migrate it to head.
+
+        A new branch is tagged with ``purpose`` (e.g. ``"pytest"``) and expires after
+        ``[branch] expires_in`` (``expiry="default"``), in a day (``"throwaway"``: should its
+        process die) or never (``"none"``: Neon branches from no expiring branch). ``schema_only``
+        copies the parent's schema and no data.
+        """
         full, renamed_from = self.full_name(name)
         # What would fail after the branch exists, checked before it does.
-        envfile.check_writable(self.settings.env_file)
-        self.preflight()
+        if write_env:
+            envfile.check_writable(self.settings.env_file)
+        if migrate:
+            self.preflight()
+        options = (parent or self.settings.neon.parent, write_env, purpose, expiry, schema_only)
+        if not migrate:
+            return self._start(full, renamed_from, None, *options)
         # Alembic and what env.py imports load in their own process while we wait on Neon.
         with self.runner() as runner:
-            return self._start(full, renamed_from, runner, parent or self.settings.neon.parent)
+            return self._start(full, renamed_from, runner, *options)
 
     def _start(
-        self, full: str, renamed_from: str | None, runner: Runner, parent_name: str
+        self,
+        full: str,
+        renamed_from: str | None,
+        runner: Runner | None,
+        parent_name: str,
+        write_env: bool,
+        purpose: str | None,
+        expiry: Expiry,
+        schema_only: bool,
     ) -> StartResult:
         branches = self.client.list_branches()
         parent = self.require(parent_name, branches, literal=True)
@@ -372,7 +403,7 @@ class Branches:
         else:
             self.progress(f"creating branch {full} from {parent.name}")
             try:
-                created = self._create(full, parent)
+                created = self._create(full, parent, purpose, expiry, schema_only)
                 branch = created.branch
             except ConflictError:
                 # Another `start` created it between our look and our create: reuse theirs.
@@ -392,12 +423,16 @@ class Branches:
             branch = self.wait_ready(branch)
         with self.unchanged(branch):
             url = self.created_url(created) or self.url(branch)
-            self.point_app(url)
-            label = self.settings.app.variables.label
-            self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
-            self.progress("running alembic upgrade head")
+            if write_env:
+                self.point_app(url)
+                label = self.settings.app.variables.label
+                self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
             try:
-                revision = self.migrate(runner, url, f"branch {full}")
+                if runner is None:
+                    revision = tuple(_revision(url) or ())
+                else:
+                    self.progress("running alembic upgrade head")
+                    revision = self.migrate(runner, url, f"branch {full}")
             except MigrationError as exc:
                 raise type(exc)(
                     f"{exc}; branch {full} is kept and the app points at it: fix it "
@@ -440,9 +475,21 @@ class Branches:
         expires_in = self.settings.branch.expires_in
         return now + parse_duration(expires_in) if expires_in else None
 
-    def _create(self, full: str, parent: Branch) -> CreatedBranch:
+    def _create(
+        self,
+        full: str,
+        parent: Branch,
+        purpose: str | None = None,
+        expiry: Expiry = "default",
+        schema_only: bool = False,
+    ) -> CreatedBranch:
+        expires_at = None if expiry == "none" else self.expires_at(expiry == "throwaway")
         return self.client.create_branch(
-            full, parent_id=parent.id, annotations=self.annotations(), expires_at=self.expires_at()
+            full,
+            parent_id=parent.id,
+            annotations=self.annotations(purpose),
+            expires_at=expires_at,
+            init_source="schema-only" if schema_only else None,
         )
 
     def create_throwaway(
