@@ -81,6 +81,7 @@ def branch(
     workflow = connect(settings, progress)
     with workflow.client:
         full, _ = workflow.full_name(name)
+        existed = workflow.client.find_branch(full) is not None
         try:
             started = workflow.start(
                 name,
@@ -92,7 +93,7 @@ def branch(
                 schema_only=schema_only,
             )
         except BaseException:
-            if not keep:
+            if not keep and not existed:  # ours, and unusable (a failed migration, Ctrl-C)
                 workflow.delete_quietly(full)
             raise
         try:

@@ -57,12 +57,16 @@ def _quiet(message: str) -> None:
 
 @dataclass
 class Result:
+    """Base of the use cases' results: ``to_json()`` gives the ``--json`` document."""
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
 class StartResult(Result):
+    """``start``: the branch, whether it was created, its URL and revision."""
+
     branch: str
     branch_id: str
     parent: str
@@ -77,6 +81,8 @@ class StartResult(Result):
 
 @dataclass
 class SwitchResult(Result):
+    """``switch``: the branch the app's env file now points at."""
+
     branch: str
     branch_id: str
     database_url: str
@@ -85,6 +91,8 @@ class SwitchResult(Result):
 
 @dataclass
 class ResetResult(Result):
+    """``reset``: the branch, reset from its parent and migrated again."""
+
     branch: str
     branch_id: str
     parent: str
@@ -93,6 +101,8 @@ class ResetResult(Result):
 
 @dataclass
 class DiffResult(Result):
+    """``diff``: the branch's schema against its parent's, as a unified diff."""
+
     branch: str
     base: str
     database: str
@@ -101,6 +111,8 @@ class DiffResult(Result):
 
 @dataclass
 class DeleteResult(Result):
+    """``delete``: deleted, or already gone; where the app points now."""
+
     branch: str
     branch_id: str | None
     deleted: bool
@@ -110,6 +122,8 @@ class DeleteResult(Result):
 
 @dataclass
 class PromoteResult(Result):
+    """``promote``: how the parent got the branch's migrations, and the timings."""
+
     branch: str
     parent: str
     mode: str
@@ -123,6 +137,8 @@ class PromoteResult(Result):
 
 @dataclass
 class PruneResult(Result):
+    """``prune``: the branches deleted (or that would be), and those kept with why."""
+
     dry_run: bool
     deleted: list[str]
     kept: list[dict[str, str]]
@@ -130,6 +146,8 @@ class PruneResult(Result):
 
 @dataclass
 class BranchRow(Result):
+    """One branch of ``list``: names, state, dates, revision, whether the app points at it."""
+
     name: str
     id: str
     parent: str | None
@@ -145,6 +163,8 @@ class BranchRow(Result):
 
 @dataclass
 class StatusResult(Result):
+    """``status``: where the app points, that branch's revision against head."""
+
     env_file: str
     database_url: str | None
     branch: str | None
