@@ -209,7 +209,22 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if _xdist_controller(early_config):
         run.base_name()  # only fix the run's id for the workers
         return
-    run.open()
+    _open(run)
+
+
+def _open(run: _Run) -> NeonBranch:
+    """Open the run's branch; neonflow's errors end the run with one line, as pytest's own."""
+    from neonflow.errors import NeonflowError
+
+    try:
+        return run.open()
+    except NeonflowError as exc:
+        import re
+
+        from neonflow.urls import mask_password
+
+        message = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", lambda m: mask_password(m[0]), str(exc))
+        raise pytest.UsageError(f"neonflow could not open the run's branch: {message}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -265,7 +280,7 @@ def neon_branch(request: pytest.FixtureRequest) -> NeonBranch:
     if run is None:
         run = config.stash[_RUN] = _Run(config)
     if run.branch is None:
-        return run.open()
+        return _open(run)
     return run.branch
 
 

@@ -30,6 +30,13 @@ def test_the_exports_agree() -> None:
         assert doc.strip() and not doc.startswith(f"{name}("), f"{name} has no docstring"
 
 
+def test_the_use_cases_are_documented() -> None:
+    for cls in (neonflow.Branches, neonflow.Check):
+        for name, member in vars(cls).items():
+            if not name.startswith("_") and callable(member):
+                assert (member.__doc__ or "").strip(), f"{cls.__name__}.{name} has no docstring"
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         neonflow.nope  # type: ignore[attr-defined]  # noqa: B018

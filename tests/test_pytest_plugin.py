@@ -102,6 +102,19 @@ def test_a_failing_or_interrupted_run_leaves_no_branch(
     assert branch_names(fresh_neon) == ["main"]
 
 
+def test_a_branch_that_cannot_be_opened_is_one_line(
+    fresh_neon: LocalNeonInfo, tmp_path: Path
+) -> None:
+    root = write_project(tmp_path / "project", fresh_neon, '[neon]\nparent = "nope"\n')
+    (root / "test_failing.py").write_text(FAILING)
+    (root / "pytest.ini").write_text("[pytest]\nneonflow_branch = true\n")
+    run = run_pytest(fresh_neon, root, "test_failing.py", tmp=tmp_path / "t")
+    assert run.returncode == 4, run.stdout + run.stderr  # pytest's usage error
+    assert "neonflow could not open the run's branch: branch 'nope' not found" in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert branch_names(fresh_neon) == ["main"]
+
+
 UNTOUCHED = """
 import os
 

@@ -264,6 +264,7 @@ class Branches:
     def require(
         self, name: str, branches: list[Branch] | None = None, literal: bool = False
     ) -> Branch:
+        """Like :meth:`find`, but a NotFoundError when there is no such branch."""
         branch = self.find(name, branches, literal)
         if branch is None:
             raise NotFoundError(
@@ -301,12 +302,14 @@ class Branches:
         return None
 
     def parent_of(self, branch: Branch, branches: list[Branch]) -> Branch:
+        """The branch's parent among ``branches``; a RefusedError for a root branch."""
         for candidate in branches:
             if candidate.id == branch.parent_id:
                 return candidate
         raise RefusedError(f"branch {branch.name!r} has no parent branch")
 
     def url(self, branch: Branch, pooled: bool = False) -> str:
+        """The branch's URI for ``[neon] database`` and ``role``."""
         neon = self.settings.neon
         return self.client.connection_uri(branch.id, neon.database, neon.role, pooled=pooled)
 
@@ -332,6 +335,7 @@ class Branches:
         envfile.set_vars(self.settings.env_file, variables.values(url, driver), warn=self.progress)
 
     def wait_ready(self, branch: Branch) -> Branch:
+        """The branch, read again until it is ``ready``."""
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.05
         while branch.current_state != "ready":
@@ -554,12 +558,14 @@ class Branches:
     # -- switch, reset, diff, connection string ---------------------------------------------
 
     def switch(self, name: str) -> SwitchResult:
+        """Point the app's env file at the branch ``name``."""
         branch = self.require(name)
         url = self.url(branch)
         self.point_app(url)
         return SwitchResult(branch.name, branch.id, url, str(self.settings.env_file))
 
     def reset(self, name: str) -> ResetResult:
+        """Reset the branch from its parent's current data, then migrate it to head again."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         self._refuse_precious(branch, "reset")
@@ -576,6 +582,7 @@ class Branches:
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
 
     def diff(self, name: str) -> DiffResult:
+        """The branch's schema against its parent's."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         parent = self.parent_of(branch, branches)
@@ -585,11 +592,14 @@ class Branches:
         return DiffResult(branch.name, parent.name, database, text)
 
     def connection_string(self, name: str, pooled: bool = False) -> str:
+        """The URI of the branch ``name`` (its pooler's with ``pooled``), password included."""
         return self.url(self.require(name), pooled=pooled)
 
     # -- delete ----------------------------------------------------------------------------
 
     def delete(self, name: str) -> DeleteResult:
+        """Delete the branch (one already gone is success); an app pointing at it goes to
+        the parent."""
         branches = self.client.list_branches()
         branch = self.find(name, branches)
         if branch is None:
@@ -615,6 +625,8 @@ class Branches:
     # -- promote ---------------------------------------------------------------------------
 
     def promote(self, name: str, set_default: bool = False) -> PromoteResult:
+        """Ship the branch's migrations to its parent (rehearsed first) and delete the
+        branch; or, with ``set_default``, make it Neon's default branch."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         if branch.default:
@@ -753,6 +765,7 @@ class Branches:
     # -- list, status ----------------------------------------------------------------------
 
     def list(self, revisions: bool = True) -> list[BranchRow]:
+        """Every branch, oldest first, with its Alembic revision unless ``revisions=False``."""
         branches = self.client.list_branches(sort_by="created_at", sort_order="asc")
         by_id = {b.id: b for b in branches}
         app_url = self.app_url()
@@ -777,6 +790,7 @@ class Branches:
         return rows
 
     def status(self) -> StatusResult:
+        """Where the app points, and that branch's revision against head."""
         from neonflow.errors import RevisionLoadError
         from neonflow.migrations import scripts
 
