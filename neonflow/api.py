@@ -75,7 +75,7 @@ def branch(
 
     ``write_env`` points the app's env file at it as ``neonflow branch start`` does; ``keep``
     leaves it in place on exit. A branch created here without ``keep`` is a throw-away one: it
-    expires in a day should the process die before the block ends. ``schema_only`` copies the
+    expires by itself should the process die before the block ends. ``schema_only`` copies the
     parent's schema without its data. Errors are :class:`neonflow.NeonflowError`\\ s.
     """
     workflow = connect(settings, progress)
@@ -88,7 +88,7 @@ def branch(
                 parent,
                 migrate=migrate,
                 write_env=write_env,
-                purpose="api",
+                purpose=None if keep else "api",  # a kept branch is an ordinary one
                 expiry="default" if keep else "throwaway",
                 schema_only=schema_only,
             )

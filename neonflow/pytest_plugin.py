@@ -7,7 +7,8 @@ Opt-in, so installing neonflow changes nothing for a suite that does not ask: ``
 Before the test modules (and so the app) are imported, the run gets a branch of ``[neon] parent``
 migrated to head (the snapshot) and a child of it for the tests, and the app's variables
 (``[app] env_var`` or ``[app.env]``) are exported for the child. At the end, on failures and
-Ctrl-C too, both are deleted; should the process die, they expire within a day. Under
+Ctrl-C too, both are deleted; should the process die, the child expires by itself (Neon branches
+from no expiring branch, so the snapshot cannot: ``neonflow branch prune`` sweeps it). Under
 pytest-xdist each worker has its own pair, named after the run and the worker.
 
 :func:`neon_db` hands each test a clean state: a transaction rolled back at its end, or, for a
@@ -100,6 +101,7 @@ class _Run:
         return self._base
 
     def open(self) -> NeonBranch:
+        """Make the snapshot (migrated) and the tests' branch, and export the app's variables."""
         from neonflow.api import app_env, connect
 
         schema_only = bool(
@@ -109,7 +111,7 @@ class _Run:
         base = self.base_name()
         self.names = [workflow.full_name(base)[0], workflow.full_name(f"{base}-tests")[0]]
         try:
-            # Neon branches from no expiring branch: the snapshot has none, its child a day.
+            # Neon branches from no expiring branch: the snapshot has no expiry, its child has.
             snapshot = workflow.start(
                 base,
                 migrate=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,7 +14,7 @@ import pytest
 
 import neonflow
 from neonflow.local.service import LocalNeonInfo
-from tests.conftest import make_client
+from tests.conftest import REPO, make_client
 
 HEAD = ("0002",)  # the sample app's migrations
 
@@ -129,3 +131,37 @@ def test_the_default_branch_is_refused(project: Path) -> None:
     workflow = neonflow.connect()
     with workflow.client:
         assert workflow.client.find_branch("main") is not None
+
+
+BROKEN = """
+from alembic import op
+
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    op.execute("SELECT 1 / 0")
+"""
+
+
+def test_a_failed_migration_leaves_no_branch(
+    tmp_path: Path, local_neon: LocalNeonInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "broken"
+    shutil.copytree(REPO / "tests" / "projects" / "generic", root)
+    (root / "alembic" / "versions").mkdir(exist_ok=True)
+    (root / "alembic" / "versions" / "0001_fails.py").write_text(BROKEN)
+    (root / "neonflow.toml").write_text(
+        f'[app]\nenv_file = ".env"\n[local]\nstate_dir = "{local_neon.state_dir}"\n'
+    )
+    monkeypatch.chdir(root)
+    for name in list(os.environ):
+        if name.startswith("NEONFLOW_") or name in ("NEON_API_KEY", "DATABASE_URL"):
+            monkeypatch.delenv(name)
+    with pytest.raises(neonflow.MigrationError, match="division by zero") as failed:
+        with neonflow.branch("api-broken"):
+            pytest.fail("the block must not run")
+    assert "is kept" not in str(failed.value)
+    with make_client(local_neon) as client:
+        assert client.find_branch("api-broken") is None

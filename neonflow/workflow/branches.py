@@ -383,10 +383,10 @@ class Branches:
     ) -> StartResult:
         """Get or create the branch, point the app at it (``write_env``), migrate it to head.
 
-        A new branch is tagged with ``purpose`` (e.g. ``"pytest"``) and expires after
-        ``[branch] expires_in`` (``expiry="default"``), in a day (``"throwaway"``: should its
-        process die) or never (``"none"``: Neon branches from no expiring branch). ``schema_only``
-        copies the parent's schema and no data.
+        A new branch is tagged with ``purpose`` (e.g. ``"pytest"``: a throw-away branch) and
+        expires as :meth:`expires_at` says (``expiry="default"``, or ``"throwaway"``: by itself
+        should its process die) or never (``"none"``: Neon branches from no expiring branch).
+        ``schema_only`` copies the parent's schema and no data.
         """
         full, renamed_from = self.full_name(name)
         # What would fail after the branch exists, checked before it does.
@@ -458,6 +458,8 @@ class Branches:
                     self.progress("running alembic upgrade head")
                     revision = self.migrate(runner, url, f"branch {full}")
             except MigrationError as exc:
+                if purpose is not None:  # the caller's branch to keep or delete
+                    raise
                 raise type(exc)(
                     f"{exc}; branch {full} is kept and the app points at it: fix it "
                     "and run `neonflow branch start` again",

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,9 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from neonflow.pytest_plugin import NeonDB
 from sample_app import create_app
 from sample_app.models import db
+
+# What the app would read, were it configured while its modules load.
+DATABASE_URL_AT_IMPORT = os.environ.get("DATABASE_URL")
 
 
 @pytest.fixture

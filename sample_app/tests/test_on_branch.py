@@ -20,7 +20,10 @@ def users(url: str) -> list[str]:
 
 
 def test_the_app_reads_the_branch_from_its_environment(neon_branch: NeonBranch) -> None:
-    assert os.environ["DATABASE_URL"] == neon_branch.url
+    from conftest import DATABASE_URL_AT_IMPORT
+
+    # Exported before conftest.py (and the app) were imported.
+    assert DATABASE_URL_AT_IMPORT == os.environ["DATABASE_URL"] == neon_branch.url
     assert neon_branch.revision == (HEAD,)
 
 
