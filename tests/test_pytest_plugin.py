@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from neonflow.local.service import LocalNeonInfo
@@ -112,6 +113,43 @@ def test_a_branch_that_cannot_be_opened_is_one_line(
     assert run.returncode == 4, run.stdout + run.stderr  # pytest's usage error
     assert "neonflow could not open the run's branch: branch 'nope' not found" in run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+    assert branch_names(fresh_neon) == ["main"]
+
+
+COUNTS = """
+import os
+
+import psycopg
+
+
+def test_the_parents_rows(neon_branch):
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM customers").fetchone()
+    assert count == int(os.environ["EXPECTED_ROWS"])
+"""
+
+
+@pytest.mark.parametrize(("flag", "rows"), [([], 2), (["--neon-schema-only"], 0)])
+def test_the_branch_has_the_parents_data_or_its_schema_only(
+    fresh_neon: LocalNeonInfo,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: list[str],
+    rows: int,
+) -> None:
+    with make_client(fresh_neon) as client:
+        main = client.find_branch("main")
+        assert main is not None
+        url = client.connection_uri(main.id, "neondb", "neondb_owner")
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE customers (name text)")
+        conn.execute("INSERT INTO customers VALUES ('ada'), ('grace')")
+    root = write_project(tmp_path / "project", fresh_neon)
+    (root / "test_counts.py").write_text(COUNTS)
+    (root / "pytest.ini").write_text("[pytest]\nneonflow_branch = true\n")
+    monkeypatch.setenv("EXPECTED_ROWS", str(rows))
+    run = run_pytest(fresh_neon, root, *flag, "test_counts.py", tmp=tmp_path / "t")
+    assert run.returncode == 0, run.stdout + run.stderr
     assert branch_names(fresh_neon) == ["main"]
 
 
