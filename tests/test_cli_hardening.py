@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -478,13 +479,15 @@ def test_reset_that_loses_its_branch_meanwhile_says_so(
     assert nf("branch", "start", name).exit_code == 0
     branch = neon_client.find_branch(name)
     assert branch is not None
-    migrate = Branches._migrate
+    migrate = Branches.migrate
 
-    def deleted_by_someone_else(self: Branches, url: str) -> tuple[str, ...]:
+    def deleted_by_someone_else(
+        self: Branches, runner: Any, url: str, intended: str, **settings: str
+    ) -> tuple[str, ...]:
         neon_client.wait_for_operations(neon_client.delete_branch(branch.id))
-        return migrate(self, url)
+        return migrate(self, runner, url, intended, **settings)
 
-    monkeypatch.setattr(Branches, "_migrate", deleted_by_someone_else)
+    monkeypatch.setattr(Branches, "migrate", deleted_by_someone_else)
 
     result = nf("branch", "reset", name, "--yes")
 
