@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint dogfood bench clean
 
-$(STAMP): pyproject.toml
+# neonflow, and beside it the sample app: a small project of its own (sample_app/pyproject.toml).
+$(STAMP): pyproject.toml sample_app/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e './sample_app[test]'
 	touch $(STAMP)
 
 lint: $(STAMP)

@@ -40,6 +40,8 @@ class NeonflowError(Exception):
 
 
 class ConfigError(NeonflowError):
+    """A broken neonflow.toml, a bad key or value, or an API host that is not a Neon API."""
+
     exit_code = 2
 
 
@@ -48,10 +50,14 @@ class EnvPyError(ConfigError):
 
 
 class UsageError(NeonflowError):
+    """Bad input: an invalid branch name, a missing argument, an unconfirmed destructive verb."""
+
     exit_code = 2
 
 
 class RefusedError(UsageError):
+    """Refused: the default or a protected branch, or a branch with children."""
+
     exit_code = 3
 
 
@@ -89,27 +95,31 @@ class NeonAPIError(NeonflowError):
 
 
 class AuthError(NeonAPIError):
+    """401 / 403: the API key is missing, wrong or lacks access."""
+
     exit_code = 5
 
 
 class NotFoundError(NeonAPIError):
+    """404, or the branch was deleted or reset meanwhile."""
+
     exit_code = 6
 
 
 class ConflictError(NeonAPIError):
-    pass
+    """409 / 412 / 422: the request conflicts with the project's state."""
 
 
 class LockedError(NeonAPIError):
-    pass
+    """423 after retries: the project is busy with another operation."""
 
 
 class RateLimitError(NeonAPIError):
-    pass
+    """429 after retries."""
 
 
 class ServerError(NeonAPIError):
-    pass
+    """A 5xx answer, after retries."""
 
 
 class OperationFailedError(NeonAPIError):
@@ -117,6 +127,8 @@ class OperationFailedError(NeonAPIError):
 
 
 class NetworkError(NeonflowError):
+    """The API could not be reached, or did not answer within ``[neon] timeout``."""
+
     exit_code = 7
 
 
@@ -149,10 +161,14 @@ class WrongTargetError(NeonflowError):
 
 
 class LocalNeonError(NeonflowError):
+    """The local Neon could not start or answer."""
+
     exit_code = 9
 
 
 class CheckFailed(NeonflowError):
+    """``neonflow check`` found problems; the report has the details."""
+
     exit_code = 10
 
 

@@ -270,7 +270,9 @@ def test_env_py_that_uses_sqlite_is_refused(
     result = nf("branch", "start", "feature")
 
     assert result.exit_code == 14
-    assert f"env.py connected to sqlite:///{root / 'app.db'}, not to branch feature" in result.stderr
+    assert (
+        f"env.py connected to sqlite:///{root / 'app.db'}, not to branch feature" in result.stderr
+    )
     db = root / "app.db"
     if db.exists():
         with sqlite3.connect(db) as conn:

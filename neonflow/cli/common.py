@@ -110,11 +110,10 @@ def settings() -> Settings:
 
 
 def branches(cfg: Settings | None = None) -> Branches:
-    from neonflow.backend import open_client
-    from neonflow.workflow.branches import Branches
+    """The use cases, as ``neonflow.connect`` gives them to Python code."""
+    from neonflow.api import connect
 
-    cfg = cfg or settings()
-    return Branches(cfg, open_client(cfg, output.info), progress=output.info)
+    return connect(cfg or settings(), output.info)
 
 
 def show_url(url: str | None, show_password: bool) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from neonflow import envfile
 from neonflow.config import Settings, parse_duration
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from neonflow.neon import Branch, CreatedBranch, NeonClient
 
 Progress = Callable[[str], None]
+Expiry = Literal["default", "throwaway", "none"]
 
 # Annotations neonflow puts on the branches it creates (Neon keeps them as strings).
 A_CREATED_BY = "neonflow"
@@ -57,12 +58,16 @@ def _quiet(message: str) -> None:
 
 @dataclass
 class Result:
+    """Base of the use cases' results: ``to_json()`` gives the ``--json`` document."""
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
 class StartResult(Result):
+    """``start``: the branch, whether it was created, its URL and revision."""
+
     branch: str
     branch_id: str
     parent: str
@@ -77,6 +82,8 @@ class StartResult(Result):
 
 @dataclass
 class SwitchResult(Result):
+    """``switch``: the branch the app's env file now points at."""
+
     branch: str
     branch_id: str
     database_url: str
@@ -85,6 +92,8 @@ class SwitchResult(Result):
 
 @dataclass
 class ResetResult(Result):
+    """``reset``: the branch, reset from its parent and migrated again."""
+
     branch: str
     branch_id: str
     parent: str
@@ -93,6 +102,8 @@ class ResetResult(Result):
 
 @dataclass
 class DiffResult(Result):
+    """``diff``: the branch's schema against its parent's, as a unified diff."""
+
     branch: str
     base: str
     database: str
@@ -101,6 +112,8 @@ class DiffResult(Result):
 
 @dataclass
 class DeleteResult(Result):
+    """``delete``: deleted, or already gone; where the app points now."""
+
     branch: str
     branch_id: str | None
     deleted: bool
@@ -110,6 +123,8 @@ class DeleteResult(Result):
 
 @dataclass
 class PromoteResult(Result):
+    """``promote``: how the parent got the branch's migrations, and the timings."""
+
     branch: str
     parent: str
     mode: str
@@ -123,6 +138,8 @@ class PromoteResult(Result):
 
 @dataclass
 class PruneResult(Result):
+    """``prune``: the branches deleted (or that would be), and those kept with why."""
+
     dry_run: bool
     deleted: list[str]
     kept: list[dict[str, str]]
@@ -130,6 +147,8 @@ class PruneResult(Result):
 
 @dataclass
 class BranchRow(Result):
+    """One branch of ``list``: names, state, dates, revision, whether the app points at it."""
+
     name: str
     id: str
     parent: str | None
@@ -145,6 +164,8 @@ class BranchRow(Result):
 
 @dataclass
 class StatusResult(Result):
+    """``status``: where the app points, that branch's revision against head."""
+
     env_file: str
     database_url: str | None
     branch: str | None
@@ -250,6 +271,7 @@ class Branches:
     def require(
         self, name: str, branches: list[Branch] | None = None, literal: bool = False
     ) -> Branch:
+        """Like :meth:`find`, but a NotFoundError when there is no such branch."""
         branch = self.find(name, branches, literal)
         if branch is None:
             raise NotFoundError(
@@ -287,12 +309,14 @@ class Branches:
         return None
 
     def parent_of(self, branch: Branch, branches: list[Branch]) -> Branch:
+        """The branch's parent among ``branches``; a RefusedError for a root branch."""
         for candidate in branches:
             if candidate.id == branch.parent_id:
                 return candidate
         raise RefusedError(f"branch {branch.name!r} has no parent branch")
 
     def url(self, branch: Branch, pooled: bool = False) -> str:
+        """The branch's URI for ``[neon] database`` and ``role``."""
         neon = self.settings.neon
         return self.client.connection_uri(branch.id, neon.database, neon.role, pooled=pooled)
 
@@ -318,6 +342,7 @@ class Branches:
         envfile.set_vars(self.settings.env_file, variables.values(url, driver), warn=self.progress)
 
     def wait_ready(self, branch: Branch) -> Branch:
+        """The branch, read again until it is ``ready``."""
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.05
         while branch.current_state != "ready":
@@ -352,17 +377,47 @@ class Branches:
 
     # -- start -----------------------------------------------------------------------------
 
-    def start(self, name: str | None, parent: str | None = None) -> StartResult:
+    def start(
+        self,
+        name: str | None,
+        parent: str | None = None,
+        *,
+        migrate: bool = True,
+        write_env: bool = True,
+        purpose: str | None = None,
+        expiry: Expiry = "default",
+        schema_only: bool = False,
+    ) -> StartResult:
+        """Get or create the branch, point the app at it (``write_env``), migrate it to head.
+
+        A new branch is tagged with ``purpose`` (e.g. ``"pytest"``: a throw-away branch) and
+        expires as :meth:`expires_at` says (``expiry="default"``, or ``"throwaway"``: by itself
+        should its process die) or never (``"none"``: Neon branches from no expiring branch).
+        ``schema_only`` copies the parent's schema and no data.
+        """
         full, renamed_from = self.full_name(name)
         # What would fail after the branch exists, checked before it does.
-        envfile.check_writable(self.settings.env_file)
-        self.preflight()
+        if write_env:
+            envfile.check_writable(self.settings.env_file)
+        if migrate:
+            self.preflight()
+        options = (parent or self.settings.neon.parent, write_env, purpose, expiry, schema_only)
+        if not migrate:
+            return self._start(full, renamed_from, None, *options)
         # Alembic and what env.py imports load in their own process while we wait on Neon.
         with self.runner() as runner:
-            return self._start(full, renamed_from, runner, parent or self.settings.neon.parent)
+            return self._start(full, renamed_from, runner, *options)
 
     def _start(
-        self, full: str, renamed_from: str | None, runner: Runner, parent_name: str
+        self,
+        full: str,
+        renamed_from: str | None,
+        runner: Runner | None,
+        parent_name: str,
+        write_env: bool,
+        purpose: str | None,
+        expiry: Expiry,
+        schema_only: bool,
     ) -> StartResult:
         branches = self.client.list_branches()
         parent = self.require(parent_name, branches, literal=True)
@@ -379,7 +434,7 @@ class Branches:
         else:
             self.progress(f"creating branch {full} from {parent.name}")
             try:
-                created = self._create(full, parent)
+                created = self._create(full, parent, purpose, expiry, schema_only)
                 branch = created.branch
             except ConflictError:
                 # Another `start` created it between our look and our create: reuse theirs.
@@ -399,13 +454,19 @@ class Branches:
             branch = self.wait_ready(branch)
         with self.unchanged(branch):
             url = self.created_url(created) or self.url(branch)
-            self.point_app(url)
-            label = self.settings.app.variables.label
-            self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
-            self.progress("running alembic upgrade head")
+            if write_env:
+                self.point_app(url)
+                label = self.settings.app.variables.label
+                self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
             try:
-                revision = self.migrate(runner, url, f"branch {full}")
+                if runner is None:
+                    revision = tuple(_revision(url) or ())
+                else:
+                    self.progress("running alembic upgrade head")
+                    revision = self.migrate(runner, url, f"branch {full}")
             except MigrationError as exc:
+                if purpose is not None:  # the caller's branch to keep or delete
+                    raise
                 raise type(exc)(
                     f"{exc}; branch {full} is kept and the app points at it: fix it "
                     "and run `neonflow branch start` again",
@@ -453,9 +514,21 @@ class Branches:
         expires_in = self.settings.branch.expires_in
         return now + parse_duration(expires_in) if expires_in else None
 
-    def _create(self, full: str, parent: Branch) -> CreatedBranch:
+    def _create(
+        self,
+        full: str,
+        parent: Branch,
+        purpose: str | None = None,
+        expiry: Expiry = "default",
+        schema_only: bool = False,
+    ) -> CreatedBranch:
+        expires_at = None if expiry == "none" else self.expires_at(expiry == "throwaway")
         return self.client.create_branch(
-            full, parent_id=parent.id, annotations=self.annotations(), expires_at=self.expires_at()
+            full,
+            parent_id=parent.id,
+            annotations=self.annotations(purpose),
+            expires_at=expires_at,
+            init_source="schema-only" if schema_only else None,
         )
 
     def create_throwaway(
@@ -500,12 +573,14 @@ class Branches:
     # -- switch, reset, diff, connection string ---------------------------------------------
 
     def switch(self, name: str) -> SwitchResult:
+        """Point the app's env file at the branch ``name``."""
         branch = self.require(name)
         url = self.url(branch)
         self.point_app(url)
         return SwitchResult(branch.name, branch.id, url, str(self.settings.env_file))
 
     def reset(self, name: str) -> ResetResult:
+        """Reset the branch from its parent's current data, then migrate it to head again."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         self._refuse_precious(branch, "reset")
@@ -522,6 +597,7 @@ class Branches:
         return ResetResult(branch.name, branch.id, parent.name, list(revision))
 
     def diff(self, name: str) -> DiffResult:
+        """The branch's schema against its parent's."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         parent = self.parent_of(branch, branches)
@@ -531,11 +607,14 @@ class Branches:
         return DiffResult(branch.name, parent.name, database, text)
 
     def connection_string(self, name: str, pooled: bool = False) -> str:
+        """The URI of the branch ``name`` (its pooler's with ``pooled``), password included."""
         return self.url(self.require(name), pooled=pooled)
 
     # -- delete ----------------------------------------------------------------------------
 
     def delete(self, name: str) -> DeleteResult:
+        """Delete the branch (one already gone is success); an app pointing at it goes to
+        the parent."""
         branches = self.client.list_branches()
         branch = self.find(name, branches)
         if branch is None:
@@ -561,6 +640,8 @@ class Branches:
     # -- promote ---------------------------------------------------------------------------
 
     def promote(self, name: str, set_default: bool = False) -> PromoteResult:
+        """Ship the branch's migrations to its parent (rehearsed first) and delete the
+        branch; or, with ``set_default``, make it Neon's default branch."""
         branches = self.client.list_branches()
         branch = self.require(name, branches)
         if branch.default:
@@ -719,6 +800,7 @@ class Branches:
     # -- list, status ----------------------------------------------------------------------
 
     def list(self, revisions: bool = True) -> list[BranchRow]:
+        """Every branch, oldest first, with its Alembic revision unless ``revisions=False``."""
         branches = self.client.list_branches(sort_by="created_at", sort_order="asc")
         by_id = {b.id: b for b in branches}
         app_url = self.app_url()
@@ -747,6 +829,7 @@ class Branches:
         return rows
 
     def status(self) -> StatusResult:
+        """Where the app points, and that branch's revision against head."""
         from neonflow.errors import EnvPyError, RevisionLoadError
         from neonflow.migrations.history import History
 
