@@ -52,26 +52,13 @@ class Runner:
     """One Alembic process for one target database; use as a context manager."""
 
     def __init__(self, project: Project) -> None:
+        global _spare
         self.project = project
         self.intended = "the target"
-        self._log: IO[bytes] | None = None if verbose() else tempfile.TemporaryFile()
-        read_fd, write_fd = os.pipe()
-        out: Any = self._log if self._log is not None else sys.stderr
-        try:
-            self._proc = subprocess.Popen(
-                # -P: the project's folder is not put first on sys.path (its alembic/ folder
-                # must not shadow Alembic); the ini's prepend_sys_path adds what it should.
-                [sys.executable, "-P", "-m", "neonflow.migrations.worker", str(write_fd)],
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=out,
-                pass_fds=(write_fd,),
-                cwd=project.cwd,
-                text=True,
-            )
-        finally:
-            os.close(write_fd)
-        self._replies = os.fdopen(read_fd, encoding="utf-8")
+        spare, _spare = _spare, None
+        if spare is None or spare.proc.poll() is not None:
+            spare = _Process()
+        self._proc, self._replies, self._log = spare.proc, spare.replies, spare.log
         self._pending = 0
         script_dir = project.script_dir
         self._send(
@@ -255,6 +242,43 @@ class Runner:
             lines = [ln for ln in lines if ln]
             tail = f": {lines[-1]}" if lines else ""
         return EnvPyError(f"env.py failed: the Alembic process ended (exit code {code}){tail}")
+
+
+class _Process:
+    """A started Alembic process, not yet told which project it serves."""
+
+    def __init__(self) -> None:
+        self.log: IO[bytes] | None = None if verbose() else tempfile.TemporaryFile()
+        read_fd, write_fd = os.pipe()
+        out: Any = self.log if self.log is not None else sys.stderr
+        try:
+            self.proc = subprocess.Popen(
+                # -P: the project's folder is not put first on sys.path (its alembic/ folder
+                # must not shadow Alembic); the ini's prepend_sys_path adds what it should.
+                [sys.executable, "-P", "-m", "neonflow.migrations.worker", str(write_fd)],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=out,
+                pass_fds=(write_fd,),
+                text=True,
+            )
+        finally:
+            os.close(write_fd)
+        self.replies = os.fdopen(read_fd, encoding="utf-8")
+
+
+_spare: _Process | None = None
+
+
+def start_early() -> None:
+    """Start an Alembic process now, for the next :class:`Runner` to take.
+
+    A command that will migrate calls this first thing, so that Python, Alembic and SQLAlchemy
+    load while the command itself starts up. Unused, it ends with the command (its stdin closes).
+    """
+    global _spare
+    if _spare is None:
+        _spare = _Process()
 
 
 def _revs(revisions: tuple[str, ...]) -> str:

@@ -457,6 +457,7 @@ PREWARM = {
     "pydantic_settings",
     "geoalchemy2",
     "sqlalchemy_utils",
+    "werkzeug",
 }
 
 
@@ -497,8 +498,10 @@ def _source_of(name: str, search: list[str]) -> list[Path]:
     base = Path(spec.origin)
     if not rest:
         return [base]
+    # The package's __init__ runs on import too.
     folder = base.parent.joinpath(*rest)
-    return [p for p in (folder.with_suffix(".py"), folder / "__init__.py") if p.is_file()]
+    found = [p for p in (folder.with_suffix(".py"), folder / "__init__.py") if p.is_file()]
+    return [base, *found]
 
 
 def _imports(path: Path) -> list[str]:
@@ -516,6 +519,11 @@ def _imports(path: Path) -> list[str]:
 
 
 def main() -> None:
+    # What every run needs, loaded before the project is even known (see runner.start_early).
+    import alembic.command  # noqa: F401
+    import alembic.config  # noqa: F401
+    import psycopg  # noqa: F401
+
     replies = os.fdopen(int(sys.argv[1]), "w", encoding="utf-8")
     session = Session()
     for line in sys.stdin:
