@@ -75,6 +75,26 @@ def copy_project(shape: str, tmp_path: Path, script_dir: str | None = None) -> P
     return root
 
 
+STOCK_ENGINE = """    connectable = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+"""
+
+
+def going_its_own_way(root: Path, url: str) -> None:
+    """Make the stock env.py of ``root`` connect to ``url``, whatever it is told."""
+    env_py = root / "alembic" / "env.py"
+    text = env_py.read_text()
+    assert STOCK_ENGINE in text
+    rogue = (
+        "    from sqlalchemy import create_engine\n\n"
+        f"    connectable = create_engine({url!r}, poolclass=pool.NullPool)\n"
+    )
+    env_py.write_text(text.replace(STOCK_ENGINE, rogue))
+
+
 def add_revision(root: Path, shape: str, name: str = "0002_add_price.py") -> None:
     shutil.copy(REVISIONS / name, root / SHAPES[shape] / "versions")
 
@@ -236,10 +256,10 @@ def test_a_bad_app_env_template_is_a_config_error(tmp_path: Path, in_project: An
 def test_env_py_that_connects_to_the_parent_is_refused(
     tmp_path: Path, fresh_neon: LocalNeonInfo, in_project: Any
 ) -> None:
-    root = in_project(copy_project("rogue", tmp_path, "alembic"))
+    root = in_project(copy_project("generic", tmp_path))
     client = make_client(fresh_neon)
     parent = main_url(client)
-    (root / "alembic" / "rogue_url.txt").write_text(parent)
+    going_its_own_way(root, parent)
     assert nf("init", "--yes").exit_code == 0
 
     result = nf("branch", "start", "feature")
@@ -264,7 +284,8 @@ def test_env_py_that_connects_to_the_parent_is_refused(
 def test_env_py_that_uses_sqlite_is_refused(
     tmp_path: Path, fresh_neon: LocalNeonInfo, in_project: Any
 ) -> None:
-    root = in_project(copy_project("sqlite", tmp_path, "alembic"))
+    root = in_project(copy_project("generic", tmp_path))
+    going_its_own_way(root, "sqlite:///app.db")
     assert nf("init", "--yes").exit_code == 0
 
     result = nf("branch", "start", "feature")

@@ -22,7 +22,14 @@ import pytest
 
 from neonflow.local.service import LocalNeonInfo
 from tests.conftest import make_client
-from tests.test_projects import REVISIONS, copy_project, main_url, nf, nf_json
+from tests.test_projects import (
+    REVISIONS,
+    copy_project,
+    going_its_own_way,
+    main_url,
+    nf,
+    nf_json,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -73,10 +80,10 @@ def test_sql_env_py_runs_before_configure_never_reaches_the_parent(
     """An env.py that creates its version_table_schema before configure() (a common recipe),
     with a URL from settings that point at the parent: neonflow says "nothing was run there"
     but the parent has the new schema."""
-    root = in_project(copy_project("rogue", tmp_path, "alembic"))
+    root = in_project(copy_project("generic", tmp_path))
     client = make_client(fresh_neon)
     parent = main_url(client)
-    (root / "alembic" / "rogue_url.txt").write_text(parent)
+    going_its_own_way(root, parent)
     _edit(
         root / "alembic" / "env.py",
         "    with connectable.connect() as connection:\n",

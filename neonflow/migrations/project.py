@@ -26,8 +26,6 @@ from neonflow.errors import ConfigError, EnvPyError, RevisionLoadError, UsageErr
 if TYPE_CHECKING:
     from neonflow.config import Settings
 
-# ``alembic init`` writes this placeholder into sqlalchemy.url.
-_PLACEHOLDER = re.compile(r"^driver://")
 _REVISION_FILE = re.compile(r"^(?!\.#|__init__).*\.py$")
 _SEPARATORS = {"os": os.pathsep, "space": " ", "newline": "\n", ";": ";", ":": ":"}
 
@@ -204,23 +202,16 @@ class Project:
 
     # -- drivers ---------------------------------------------------------------------------
 
-    def app_url(self) -> str | None:
-        """The URL the app's env file points at now (read through ``[app.env]``)."""
-        return self.variables.url(envfile.read_vars(self.env_file, self.variables.names))
-
     def url_driver(self) -> str | None:
         """The driver the app's URL variable carries now (None: Neon's plain URI, as the app's
         own env file had it, or had nothing)."""
-        current = envfile.read_vars(self.env_file, self.variables.names)
-        for name, template in self.variables.templates.items():
-            if template.strip() == "{url}" and appenv.is_postgres(current.get(name)):
-                return appenv.driver_of(current.get(name))
-        return None
+        current = self._app_url_value()
+        return appenv.driver_of(current) if appenv.is_postgres(current) else None
 
     def sqlalchemy_driver(self) -> str:
         """The driver for ``sqlalchemy.url``: the project's own, psycopg 3 for a placeholder."""
         ini_url = self.options.get("sqlalchemy.url", "")
-        for url in (ini_url, self.app_url_raw()):
+        for url in (ini_url, self._app_url_value()):
             driver = appenv.driver_of(url)
             if driver:
                 return driver
@@ -228,15 +219,13 @@ class Project:
             return "psycopg2"  # a bare postgresql:// means psycopg2 to SQLAlchemy
         return "psycopg"
 
-    def app_url_raw(self) -> str | None:
+    def _app_url_value(self) -> str | None:
+        """What the app's ``{url}`` variable holds now in its env file (None: no such one)."""
         current = envfile.read_vars(self.env_file, self.variables.names)
         for name, template in self.variables.templates.items():
             if template.strip() == "{url}":
                 return current.get(name)
         return None
-
-    def placeholder(self) -> bool:
-        return bool(_PLACEHOLDER.match(self.options.get("sqlalchemy.url", "")))
 
 
 def _default_cwd(ini: Path, options: dict[str, str], flask_migrate: bool, root: Path) -> Path:

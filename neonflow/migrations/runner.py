@@ -107,31 +107,25 @@ class Runner:
     def target(self, url: str, intended: str, **session_settings: str) -> None:
         """Run on ``url`` (the branch neonflow means, named ``intended`` in messages); env.py's
         session gets ``session_settings`` (``lock_timeout="5s"``) once it proves its target."""
-        self.intended = intended
-        values = self.project.variables.values(url, self.project.url_driver())
-        sa_url = appenv.with_driver(url, self.project.sqlalchemy_driver())
-        self._call(
-            {
-                "op": "target",
-                "url": url,
-                "sqlalchemy_url": sa_url,
-                "env": values,
-                "intended": intended,
-                "session_settings": session_settings,
-            }
-        )
+        self._target(url, url, intended, session_settings)
 
     def offline(self) -> None:
         """Render SQL only: variables and URL that lead nowhere, no connection allowed."""
-        self.intended = "offline SQL"
-        values = self.project.variables.values(OFFLINE_URL, self.project.url_driver())
+        self._target(None, OFFLINE_URL, "offline SQL", {})
+
+    def _target(
+        self, own_url: str | None, url: str, intended: str, session_settings: dict[str, str]
+    ) -> None:
+        self.intended = intended
+        driver = self.project.sqlalchemy_driver() if own_url else "psycopg"
         self._call(
             {
                 "op": "target",
-                "url": None,
-                "sqlalchemy_url": appenv.with_driver(OFFLINE_URL, "psycopg"),
-                "env": values,
-                "intended": self.intended,
+                "url": own_url,  # neonflow's own connection; None: offline
+                "sqlalchemy_url": appenv.with_driver(url, driver),
+                "env": self.project.variables.values(url, self.project.url_driver()),
+                "intended": intended,
+                "session_settings": session_settings,
             }
         )
 

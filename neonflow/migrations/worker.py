@@ -222,7 +222,7 @@ class Session:
             scripts = ScriptDirectory.from_config(cfg)
             scripts.get_heads()  # loads every revision file: a broken one is reported now
         except Exception as exc:
-            raise _classified(exc, scripts, "load") from None
+            raise _classified(exc, self._dirs(scripts), "load") from None
         return cfg, scripts
 
     def _run(self, recorder: Any = None, transaction_per_migration: bool = False) -> Any:
@@ -248,7 +248,7 @@ class Session:
             with hook.active(run):
                 call()
         except Exception as exc:
-            raise _classified(exc, scripts, way, getattr(run, "applied", []), run) from None
+            raise _classified(exc, self._dirs(scripts), way, getattr(run, "applied", [])) from None
         if run.configured == 0:
             raise _Failure("env", "env.py failed: it never called context.configure()")
 
@@ -267,9 +267,14 @@ class Session:
         app.app_context().push()
         self.flask = app
 
+    def _dirs(self, scripts: Any) -> list[Path]:
+        """Where revision files live: Alembic's list, or the project's when it did not load."""
+        found = scripts._version_locations if scripts is not None else None
+        return [Path(d).resolve() for d in found or self.project.get("version_dirs") or []]
+
     def failure(self, exc: BaseException) -> dict[str, Any]:
         if not isinstance(exc, _Failure):
-            exc = _classified(exc, None, "env")
+            exc = _classified(exc, self._dirs(None), "env")
         return {"ok": False, "kind": exc.kind, "message": exc.message, **exc.extra}
 
 
@@ -287,11 +292,7 @@ class _Network(Exception):
 
 
 def _classified(
-    exc: BaseException,
-    scripts: Any,
-    way: str,
-    applied: list[str] | None = None,
-    run: Any = None,
+    exc: BaseException, dirs: list[Path], way: str, applied: list[str] | None = None
 ) -> _Failure:
     """What failed: the interlock, a revision (loading or running), Alembic, or env.py."""
     from neonflow.migrations import hook
@@ -303,7 +304,7 @@ def _classified(
     if isinstance(exc, _Network):
         return _Failure("env_network", str(exc))
     frames = traceback.extract_tb(exc.__traceback__)
-    revision_frame = _revision_frame(exc, frames, scripts)
+    revision_frame = _revision_frame(exc, frames, dirs)
     if revision_frame is not None:
         path, line, function = revision_frame
         from neonflow.migrations.project import revision_id
@@ -339,36 +340,24 @@ def _classified(
 
 
 def _revision_frame(
-    exc: BaseException, frames: traceback.StackSummary, scripts: Any
+    exc: BaseException, frames: traceback.StackSummary, dirs: list[Path]
 ) -> tuple[str, int, str] | None:
-    if isinstance(exc, SyntaxError) and exc.filename and _is_revision_file(exc.filename, scripts):
+    """The revision file (and line, function) the error came from, if it came from one."""
+    if isinstance(exc, SyntaxError) and exc.filename and _is_revision_file(exc.filename, dirs):
         return exc.filename, exc.lineno or 0, "<module>"
     found = None
     for frame in frames:
-        if _is_revision_file(frame.filename, scripts):
+        if _is_revision_file(frame.filename, dirs):
             found = (frame.filename, frame.lineno or 0, frame.name)
     return found
 
 
-def _is_revision_file(filename: str, scripts: Any) -> bool:
+def _is_revision_file(filename: str, dirs: list[Path]) -> bool:
     path = Path(filename)
     if path.name == "env.py" or path.suffix != ".py":
         return False
-    dirs: list[str] = []
-    if scripts is not None:
-        dirs = [str(Path(d).resolve()) for d in scripts._version_locations]
-    else:
-        dirs = [str(Path(d).resolve()) for d in _version_dirs_guess()]
-    resolved = str(path.resolve())
-    return any(resolved.startswith(d + os.sep) for d in dirs)
-
-
-def _version_dirs_guess() -> list[str]:
-    # No ScriptDirectory yet (it failed to load): the project's own list.
-    return list(_PROJECT_VERSION_DIRS)
-
-
-_PROJECT_VERSION_DIRS: list[str] = []
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(d) for d in dirs)
 
 
 def _env_py_line(frames: traceback.StackSummary) -> str:
@@ -528,8 +517,6 @@ def main() -> None:
     session = Session()
     for line in sys.stdin:
         request = json.loads(line)
-        if request.get("op") == "project":
-            _PROJECT_VERSION_DIRS[:] = request.get("version_dirs") or []
         reply = session.handle(request)
         replies.write(json.dumps(reply) + "\n")
         replies.flush()
