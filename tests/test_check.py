@@ -23,19 +23,21 @@ from typer.testing import CliRunner, Result
 
 from neonflow.cli import report as render
 from neonflow.cli.main import app
-from neonflow.errors import NeonAPIError
+from neonflow.errors import (
+    CheckRefused,
+    DriftDetected,
+    LintFailed,
+    MigrationFailed,
+    NeonAPIError,
+    NotReversible,
+)
 from neonflow.local.service import LocalNeonInfo
 from neonflow.migrations.runner import Runner
 from neonflow.neon import NeonClient
 from neonflow.workflow import lint
 from neonflow.workflow.check import (
-    CheckRefused,
     CheckReport,
-    DriftDetected,
     Finding,
-    LintFailed,
-    MigrationFailed,
-    NotReversible,
     check_branch_name,
     without_bookkeeping,
 )
@@ -555,7 +557,7 @@ def test_exit_code_is_the_first_failing_stage() -> None:
     assert report.exit_code == 13
     report.findings.append(Finding("drift", "error", "models differ"))
     assert report.exit_code == 11 and report.failure == "drift"
-    assert report.summary == "models differ (and 1 more error)"
+    assert render.summary(report) == "models differ (and 1 more error)"
     with pytest.raises(DriftDetected, match="check failed: models differ"):
         report.raise_for_status()
     assert "❌ neonflow check failed (models and migrations differ)" in render.markdown(report)

@@ -1,14 +1,13 @@
 """The ``neonflow check`` report as text (the terminal summary) and as Markdown (a PR comment).
 
-The JSON report is :meth:`neonflow.workflow.check.CheckReport.to_json`, unchanged.
+The JSON report is :meth:`neonflow.workflow.check.CheckReport.to_json` with its one-line
+``summary``.
 """
 
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
-
-from neonflow.workflow.check import plural
 
 if TYPE_CHECKING:
     from neonflow.workflow.check import CheckReport, Finding, RevisionReport
@@ -21,13 +20,31 @@ _BECAUSE_UPGRADE = " (the upgrade failed)"
 def render(report: CheckReport, fmt: str) -> str:
     """The report in ``fmt``: text, markdown or json."""
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, default=str)
+        data = report.to_json()
+        verdict = {key: data.pop(key) for key in ("passed", "exit_code", "failure")}
+        return json.dumps({**verdict, "summary": summary(report), **data}, indent=2, default=str)
     if fmt == "markdown":
         return markdown(report)
     return text(report)
 
 
 # -- shared phrases ------------------------------------------------------------------------------
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 error``, ``2 errors``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def summary(report: CheckReport) -> str:
+    """One line: the verdict and the first error."""
+    errors = report.errors
+    if not errors:
+        warned = f" with {plural(len(report.warnings), 'warning')}" if report.warnings else ""
+        return f"the check passed{warned}"
+    first = next(f for f in errors if f.kind == report.failure)
+    more = f" (and {plural(len(errors) - 1, 'more error')})" if len(errors) > 1 else ""
+    return f"{first.message}{more}"
 
 
 def _ms(seconds: float | None) -> str:
@@ -159,7 +176,7 @@ def text(report: CheckReport) -> str:
         warned = f" ({plural(len(report.warnings), 'warning')})" if report.warnings else ""
         out.append(f"✓ check passed{warned}")
     else:
-        out.append(f"✗ check failed (exit {report.exit_code}): {report.summary}")
+        out.append(f"✗ check failed (exit {report.exit_code}): {summary(report)}")
     return "\n".join(out)
 
 
@@ -211,7 +228,7 @@ def markdown(report: CheckReport) -> str:
             line += f", rehearsed on the throw-away branch {_code(report.branch.name)} ({fate})"
         out += [line + ".", ""]
     if not report.passed:
-        out += [f"**{_cell(report.summary)}**", ""]
+        out += [f"**{_cell(summary(report))}**", ""]
     if report.revisions:
         out += _revisions_table(report)
     out += _stages(report)
