@@ -371,19 +371,6 @@ def test_wrong_key_is_exit_5(project: Path, local_neon: LocalNeonInfo, monkeypat
     assert "wrong-token" not in result.stderr
 
 
-def test_help_lists_every_command_and_the_readme_documents_them():
-    readme = (REPO / "README.md").read_text()
-    commands = ["start", "list", "status", "switch", "reset", "diff", "delete", "promote", "prune"]
-    for command in commands:
-        result = nf("branch", command, "--help")
-        assert result.exit_code == 0 and "Example:" in result.stdout
-        assert f"neonflow branch {command}" in readme
-    for command in (["connection-string"], ["check"], ["local", "up"], ["local", "status"]):
-        assert nf(*command, "--help").exit_code == 0
-        assert "neonflow " + " ".join(command) in readme
-    assert nf("--version").stdout.startswith("neonflow ")
-
-
 # -- promote and prune (each on a local Neon of its own: they change the parent) -----------------
 
 

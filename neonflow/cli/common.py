@@ -26,6 +26,8 @@ ShowPasswordOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT: what a shell reports for a tool stopped by Ctrl-C."""
 EXIT_STDOUT_CLOSED = 141
 """128 + SIGPIPE: what a shell reports for a tool that stopped because its reader went away."""
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
@@ -48,7 +50,7 @@ def handle_errors(fn: F) -> F:
         except NeonflowError as exc:
             _fail(error_kind(exc), str(exc), exc.exit_code, as_json)
         except KeyboardInterrupt:
-            _fail("interrupted", "interrupted", 130, as_json)
+            _fail("interrupted", "interrupted", EXIT_INTERRUPTED, as_json)
         except typer.Exit:
             raise
         except Exception as exc:

@@ -26,8 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # "\[" keeps "[neon] timeout" from being read as Rich markup (and dropped).
     epilog="Exit codes: "
-    + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items() if code),
+    + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items() if code).replace("[", "\\["),
 )
 
 
