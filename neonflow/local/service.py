@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from neonflow import polling
 from neonflow.config import Settings
 from neonflow.errors import LocalNeonError
 from neonflow.local.paths import StatePaths, check_state_dir, load_or_create_config, read_json
@@ -151,8 +151,8 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
             )
         # The server outlives this command by design; keep its handle so `down` can reap it.
         _CHILDREN[process.pid] = process
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def answering() -> LocalNeonInfo | None:
             if process.poll() is not None:
                 reason = _start_error(paths.log, logged)
                 if reason:
@@ -161,11 +161,14 @@ def up(settings: Settings) -> tuple[LocalNeonInfo, bool]:
                     f"the local Neon exited during start (code {process.returncode}); "
                     f"see {paths.log}: {_tail(paths.log)}"
                 )
-            if _pid(paths) == process.pid:
-                info = _info(paths, process.pid)
-                if _healthy(info):
-                    return info, True
-            time.sleep(0.05)
+            if _pid(paths) != process.pid:
+                return None
+            info = _info(paths, process.pid)
+            return info if _healthy(info) else None
+
+        info = polling.until(answering, START_TIMEOUT, max_interval=0.05)
+        if info is not None:
+            return info, True
         _terminate(process.pid)
         raise LocalNeonError(f"the local Neon did not answer within {START_TIMEOUT:.0f} s")
 
@@ -198,14 +201,17 @@ def _terminate(pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def gone() -> bool | None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         _reap(pid)
-        time.sleep(0.05)
+        return None
+
+    if polling.until(gone, STOP_TIMEOUT, max_interval=0.05):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

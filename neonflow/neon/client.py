@@ -19,7 +19,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 import neonflow
-from neonflow import errors
+from neonflow import errors, polling
 from neonflow.neon import retry
 from neonflow.neon.models import (
     AnnotationData,
@@ -356,28 +356,34 @@ class NeonClient:
         for op in ops:
             _check_operation(op)
         pending = [i for i, op in enumerate(ops) if not op.done]
-        start, slept, interval = time.monotonic(), 0.0, poll_interval
-        while pending:
-            # An injected sleep may not pass real time: count what we asked for as well.
-            remaining = timeout - max(time.monotonic() - start, slept)
-            if remaining <= 0:
-                op = ops[pending[0]]
-                raise errors.NeonAPIError(
-                    f"timed out after {timeout:g} s waiting for operation {op.id} "
-                    f"({op.action}, still {op.status})"
-                )
-            delay = min(interval, remaining)
-            self._sleep(delay)
-            slept += delay
-            interval = min(interval * 2, MAX_POLL_INTERVAL)
+
+        def finished() -> list[Operation] | None:
             # Poll in order and stop at the first one still running: Neon runs them in sequence.
             while pending:
                 ops[pending[0]] = op = self.get_operation(ops[pending[0]].id)
                 _check_operation(op)
                 if not op.done:
-                    break
+                    return None
                 pending.pop(0)
-        return ops
+            return ops
+
+        if not pending:
+            return ops
+        done = polling.until(
+            finished,
+            timeout,
+            interval=poll_interval,
+            max_interval=MAX_POLL_INTERVAL,
+            wait_first=True,
+            sleep=self._sleep,
+        )
+        if done is None:
+            op = ops[pending[0]]
+            raise errors.NeonAPIError(
+                f"timed out after {timeout:g} s waiting for operation {op.id} "
+                f"({op.action}, still {op.status})"
+            )
+        return done
 
     # -- internals --------------------------------------------------------------------------------
 

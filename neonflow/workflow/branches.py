@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from neonflow import envfile
+from neonflow import envfile, polling
 from neonflow.config import Settings, parse_duration
 from neonflow.errors import (
     ConfigError,
@@ -343,15 +343,17 @@ class Branches:
 
     def wait_ready(self, branch: Branch) -> Branch:
         """The branch, read again until it is ``ready``."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        delay = 0.05
-        while branch.current_state != "ready":
-            if time.monotonic() > deadline:
-                raise NeonAPIError(f"branch {branch.name!r} did not become ready")
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            branch = self.client.get_branch(branch.id)
-        return branch
+        if branch.current_state == "ready":
+            return branch
+
+        def read_again() -> Branch | None:
+            again = self.client.get_branch(branch.id)
+            return again if again.current_state == "ready" else None
+
+        ready = polling.until(read_again, READY_TIMEOUT, wait_first=True)
+        if ready is None:
+            raise NeonAPIError(f"branch {branch.name!r} did not become ready")
+        return ready
 
     def _discard(self, branch: Branch) -> None:
         """Delete a branch this command created and cannot use; best effort."""
