@@ -52,8 +52,7 @@ class Session:
         self.project = project
         os.chdir(project["cwd"])
         env_py = Path(project["script_dir"]) / "env.py" if project.get("script_dir") else None
-        search = [*project.get("sys_path", []), project["cwd"], *sys.path]
-        _prewarm(env_py, search)
+        _prewarm(env_py, [*project.get("sys_path", []), project["cwd"]])
         for module in project.get("drivers", []):
             if importlib.util.find_spec(module) is not None:
                 importlib.import_module(module)
@@ -450,10 +449,11 @@ PREWARM = {
 }
 
 
-def _prewarm(env_py: Path | None, search: list[str]) -> None:
+def _prewarm(env_py: Path | None, project_dirs: list[str]) -> None:
     """Import, while neonflow waits for Neon, the well-known libraries env.py will import.
 
-    env.py and the project modules it imports are read (never run) for their imports.
+    env.py and the project's modules it imports (files under ``project_dirs``, not the
+    standard library's or the virtualenv's) are read, never run, for their imports.
     """
     import alembic.command  # noqa: F401
     import alembic.config  # noqa: F401
@@ -461,16 +461,19 @@ def _prewarm(env_py: Path | None, search: list[str]) -> None:
     wanted: set[str] = set()
     queue = [env_py] if env_py is not None else []
     seen: set[Path] = set()
-    while queue and len(seen) < 30:
+    while queue and len(seen) < 50:
         source = queue.pop()
         if source in seen or not source.is_file():
             continue
         seen.add(source)
-        for name in _imports(source):
-            if name.split(".")[0] in PREWARM:
+        names, files = _imports(source)
+        queue.extend(files)
+        for name in names:
+            top = name.split(".")[0]
+            if top in PREWARM:
                 wanted.add(name)
-            else:
-                queue.extend(_source_of(name, search))
+            elif top not in sys.stdlib_module_names:
+                queue.extend(_source_of(name, project_dirs))
     for name in sorted(wanted):
         try:
             importlib.import_module(name)
@@ -478,13 +481,19 @@ def _prewarm(env_py: Path | None, search: list[str]) -> None:
             continue
 
 
-def _source_of(name: str, search: list[str]) -> list[Path]:
-    """The file of a project module, found without importing it (or its package)."""
+# Installed code: the standard library's and the virtualenv's (which may sit inside the project).
+_INSTALLED = tuple({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+
+
+def _source_of(name: str, project_dirs: list[str]) -> list[Path]:
+    """The files of a project module, found without importing it (or its package)."""
     top, *rest = name.split(".")
-    spec = importlib.machinery.PathFinder.find_spec(top, search)
+    spec = importlib.machinery.PathFinder.find_spec(top, project_dirs)
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return []
-    base = Path(spec.origin)
+    base = Path(spec.origin).resolve()
+    if any(base.is_relative_to(installed) for installed in _INSTALLED):
+        return []
     if not rest:
         return [base]
     # The package's __init__ runs on import too.
@@ -493,18 +502,26 @@ def _source_of(name: str, search: list[str]) -> list[Path]:
     return [base, *found]
 
 
-def _imports(path: Path) -> list[str]:
+def _imports(path: Path) -> tuple[list[str], list[Path]]:
+    """The modules a file imports (``from pkg import name`` may import ``pkg.name``), and the
+    files its relative imports name."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):
-        return []
+        return [], []
     names: list[str] = []
+    files: list[Path] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             names.append(node.module)
-    return names
+            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = path.parent.joinpath(*[".."] * (node.level - 1), *(node.module or "").split("."))
+            for target in (base, *(base / alias.name for alias in node.names)):
+                files += [target.with_suffix(".py"), target / "__init__.py"]
+    return names, files
 
 
 def main() -> None:
