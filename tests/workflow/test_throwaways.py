@@ -31,7 +31,7 @@ from neonflow.neon import NeonClient
 from neonflow.workflow.branches import A_CREATED_BY, A_PURPOSE, Branches
 from tests.conftest import make_client, start_local_neon
 
-SLOW_SET = Path(__file__).parent / "migration_sets" / "slow" / "alembic.ini"
+SLOW_SET = Path(__file__).parents[1] / "migration_sets" / "slow" / "alembic.ini"
 
 
 def nf(*args: str) -> Result:

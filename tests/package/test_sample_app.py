@@ -28,7 +28,7 @@ from sample_app import create_app, wait_for_database
 from sample_app.models import db
 from sample_app.settings import DEFAULTS, load_config, normalize_database_url, read_env_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC_INI = ROOT / "sample_app" / "alembic.ini"
 BIN = Path(sys.executable).parent
 HEAD = "0002"

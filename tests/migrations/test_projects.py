@@ -29,7 +29,7 @@ from neonflow.migrations import database
 from neonflow.neon import NeonClient
 from tests.conftest import make_client
 
-PROJECTS = Path(__file__).parent / "projects"
+PROJECTS = Path(__file__).parents[1] / "projects"
 REVISIONS = PROJECTS / "_revisions"
 BIN = Path(sys.executable).parent
 

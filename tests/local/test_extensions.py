@@ -14,7 +14,7 @@ import pytest
 from psycopg import errors
 
 from neonflow.local.service import LocalNeonInfo
-from tests.test_local_neon import create, delete, http, unique
+from tests.local.test_server import create, delete, http, unique
 
 FOX = "The quick brown fox jumps over the lazy dog"
 

@@ -25,7 +25,7 @@ from neonflow.local import service
 from neonflow.local.paths import StatePaths, read_json
 from neonflow.local.service import LocalNeonInfo
 from tests.conftest import start_local_neon
-from tests.test_local_neon import DB, ROLE, create, delete, http, labels, unique, wait
+from tests.local.test_server import DB, ROLE, create, delete, http, labels, unique, wait
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ should see: SQL before configure, revisions importing the app, custom version ta
 packages, pyproject.toml, odd folders, Flask-Migrate's own directory, background threads.
 
 Every test uses the fixture projects of ``tests/projects`` (through the helpers of
-``tests/test_projects.py``) with the smallest change that makes the shape realistic.
+``tests/migrations/test_projects.py``) with the smallest change that makes the shape realistic.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from neonflow.local.service import LocalNeonInfo
 from tests.conftest import make_client
-from tests.test_projects import (
+from tests.migrations.test_projects import (
     REVISIONS,
     copy_project,
     going_its_own_way,
@@ -42,7 +42,7 @@ STOCK_ONLINE = """    with connectable.connect() as connection:
 
 @pytest.fixture
 def in_project(monkeypatch: pytest.MonkeyPatch, fresh_neon: LocalNeonInfo) -> Any:
-    """As tests/test_projects.py's: a project folder, its own local Neon, a clean environment."""
+    """As in test_projects.py: a project folder, its own local Neon, a clean environment."""
     for name in list(os.environ):
         if name.startswith(("NEONFLOW_", "POSTGRES_", "FLASK_", "SECRET_")) or name in (
             "NEON_API_KEY",

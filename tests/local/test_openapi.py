@@ -29,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 
 from neonflow.local.service import LocalNeonInfo
 
-SPEC_FILE = Path(__file__).parent / "data" / "neon-api-v2.json"
+SPEC_FILE = Path(__file__).parents[1] / "data" / "neon-api-v2.json"
 BASE_URI = "urn:neon-api-v2"
 P = "/projects/{project_id}"
 B = f"{P}/branches/{{branch_id}}"
