@@ -2,7 +2,7 @@
 
 - :mod:`~neonflow.migrations.project`: the ini, the folder Alembic runs from, Flask-Migrate,
   the project's driver; the revision files checked without importing them;
-- :mod:`~neonflow.migrations.scripts`: the revision history (heads, paths) with Alembic;
+- :mod:`~neonflow.migrations.history`: the revision history (heads, paths);
 - :mod:`~neonflow.migrations.runner`: env.py run in an Alembic process of its own per target,
   with the URL delivered the ways env.py reads it, the configure hook and the interlock
   (:mod:`~neonflow.migrations.hook`), per-revision statistics (:mod:`~neonflow.migrations.stats`);

@@ -13,7 +13,6 @@ any number of ``upgrade``, ``downgrade``, ``check`` and ``sql``.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.machinery
 import importlib.util
@@ -21,9 +20,11 @@ import io
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
+
+from neonflow.migrations.failures import Failure, NetworkFailure, classified, reason
+from neonflow.migrations.prewarm import prewarm
 
 MARKER_LOCK = "SELECT pg_try_advisory_lock({key})"
 
@@ -52,7 +53,7 @@ class Session:
         self.project = project
         os.chdir(project["cwd"])
         env_py = Path(project["script_dir"]) / "env.py" if project.get("script_dir") else None
-        _prewarm(env_py, [*project.get("sys_path", []), project["cwd"]])
+        prewarm(env_py, [*project.get("sys_path", []), project["cwd"]])
         for module in project.get("drivers", []):
             if importlib.util.find_spec(module) is not None:
                 importlib.import_module(module)
@@ -90,7 +91,7 @@ class Session:
             try:
                 self.own = engine.connect()
             except Exception as exc:
-                raise _Network(f"cannot connect to {intended}: {_reason(exc)}") from None
+                raise NetworkFailure(f"cannot connect to {intended}: {reason(exc)}") from None
             # Two neonflow commands on one database migrate it one after the other.
             self.own.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
             self.marker = hook.new_marker()
@@ -110,7 +111,7 @@ class Session:
         cfg, scripts = self._config()
         heads = list(scripts.get_heads())
         if len(heads) > 1:
-            raise _Failure("heads", "several heads", heads=heads)
+            raise Failure("heads", "several heads", heads=heads)
         before = heads_of(self.own)
         recorder = statistics.Recorder(statistics.read_relations(self.own)) if stats else None
         run = self._run(recorder, transaction_per_migration=stats)
@@ -169,7 +170,7 @@ class Session:
             # revision that needs a live database cannot render: the default table stands).
             try:
                 self._alembic(run, scripts, lambda: command.upgrade(cfg, "heads", sql=True), ())
-            except _Failure as failure:
+            except Failure as failure:
                 if failure.kind in ("load", "target"):
                     raise
         return {
@@ -221,7 +222,7 @@ class Session:
             scripts = ScriptDirectory.from_config(cfg)
             scripts.get_heads()  # loads every revision file: a broken one is reported now
         except Exception as exc:
-            raise _classified(exc, self._dirs(scripts), "load") from None
+            raise classified(exc, self._dirs(scripts), "load") from None
         return cfg, scripts
 
     def _run(self, recorder: Any = None, transaction_per_migration: bool = False) -> Any:
@@ -247,9 +248,9 @@ class Session:
             with hook.active(run):
                 call()
         except Exception as exc:
-            raise _classified(exc, self._dirs(scripts), way, getattr(run, "applied", [])) from None
+            raise classified(exc, self._dirs(scripts), way, getattr(run, "applied", [])) from None
         if run.configured == 0:
-            raise _Failure("env", "env.py failed: it never called context.configure()")
+            raise Failure("env", "env.py failed: it never called context.configure()")
 
     def _flask_app(self) -> None:
         from flask.cli import ScriptInfo, load_dotenv
@@ -259,9 +260,9 @@ class Session:
             load_dotenv()
             app = ScriptInfo(app_import_path=self.project["flask_app"]).load_app()
         except Exception as exc:
-            raise _Failure(
+            raise Failure(
                 "env",
-                f"the Flask app {self.project['flask_app']!r} could not be loaded: {_reason(exc)}",
+                f"the Flask app {self.project['flask_app']!r} could not be loaded: {reason(exc)}",
             ) from None
         app.app_context().push()
         self.flask = app
@@ -272,256 +273,9 @@ class Session:
         return [Path(d).resolve() for d in found or self.project.get("version_dirs") or []]
 
     def failure(self, exc: BaseException) -> dict[str, Any]:
-        if not isinstance(exc, _Failure):
-            exc = _classified(exc, self._dirs(None), "env")
+        if not isinstance(exc, Failure):
+            exc = classified(exc, self._dirs(None), "env")
         return {"ok": False, "kind": exc.kind, "message": exc.message, **exc.extra}
-
-
-# -- failures ------------------------------------------------------------------------------------
-
-
-class _Failure(Exception):
-    def __init__(self, kind: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.extra = kind, message, extra
-
-
-class _Network(Exception):
-    pass
-
-
-def _classified(
-    exc: BaseException, dirs: list[Path], way: str, applied: list[str] | None = None
-) -> _Failure:
-    """What failed: the interlock, a revision (loading or running), Alembic, or env.py."""
-    from neonflow.migrations import hook
-
-    if isinstance(exc, _Failure):
-        return exc
-    if isinstance(exc, hook.WrongTarget):
-        return _Failure("target", str(exc))
-    if isinstance(exc, _Network):
-        return _Failure("env_network", str(exc))
-    frames = traceback.extract_tb(exc.__traceback__)
-    revision_frame = _revision_frame(exc, frames, dirs)
-    if revision_frame is not None:
-        path, line, function = revision_frame
-        from neonflow.migrations.project import revision_id
-
-        rev = revision_id(Path(path))
-        name = Path(path).name
-        if function == "<module>" or way == "load":
-            return _Failure(
-                "load",
-                f"revision {rev or '?'} ({name}) could not be loaded: {_reason(exc)}, line {line}",
-                revision=rev,
-            )
-        verb = "upgrade" if way == "up" else "downgrade"
-        return _Failure(
-            "migration",
-            f"revision {rev} ({name}) {verb} failed: {_reason(exc)}",
-            revision=rev,
-            database_error=_database_error(exc),
-        )
-    from alembic.util import CommandError
-
-    if isinstance(exc, CommandError):
-        return _Failure("command", f"alembic: {_reason(exc)}")
-    if applied:
-        # Something failed after revisions ran but outside any of them (a commit, a lost
-        # connection): name the first revision that did not complete.
-        return _Failure("migration", f"migration failed: {_reason(exc)}")
-    where = _env_py_line(frames)
-    if isinstance(exc, SyntaxError) and exc.filename:
-        where = f" ({Path(exc.filename).name}, line {exc.lineno})"
-    kind = "env_network" if _is_network(exc) else "env"
-    return _Failure(kind, f"env.py failed: {_reason(exc)}{where}")
-
-
-def _revision_frame(
-    exc: BaseException, frames: traceback.StackSummary, dirs: list[Path]
-) -> tuple[str, int, str] | None:
-    """The revision file (and line, function) the error came from, if it came from one."""
-    if isinstance(exc, SyntaxError) and exc.filename and _is_revision_file(exc.filename, dirs):
-        return exc.filename, exc.lineno or 0, "<module>"
-    found = None
-    for frame in frames:
-        if _is_revision_file(frame.filename, dirs):
-            found = (frame.filename, frame.lineno or 0, frame.name)
-    return found
-
-
-def _is_revision_file(filename: str, dirs: list[Path]) -> bool:
-    path = Path(filename)
-    if path.name == "env.py" or path.suffix != ".py":
-        return False
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(d) for d in dirs)
-
-
-def _env_py_line(frames: traceback.StackSummary) -> str:
-    for frame in reversed(frames):
-        if Path(frame.filename).name == "env.py":
-            return f" (env.py line {frame.lineno})"
-    return ""
-
-
-# What PostgreSQL answers to credentials it refuses: a configuration problem, not the network.
-_REFUSED = ("password authentication failed", "authentication failed", "no pg_hba.conf entry")
-
-
-def _is_network(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    if any(words in str(exc) for words in _REFUSED):
-        return False
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionError | TimeoutError | OSError) and not isinstance(
-            seen, FileNotFoundError | PermissionError
-        ):
-            return True
-        if isinstance(seen, OperationalError) or (
-            isinstance(seen, DBAPIError) and seen.connection_invalidated
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _database_error(exc: BaseException) -> dict[str, str | None] | None:
-    """PostgreSQL's error behind a failed revision: the statement, SQLSTATE, detail and hint."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        statement = getattr(cause, "statement", None)
-        orig = getattr(cause, "orig", None)
-        if isinstance(statement, str) and orig is not None:
-            diag = getattr(orig, "diag", None)
-            primary = getattr(diag, "message_primary", None) or _first_line(orig)
-            return {
-                "message": str(primary),
-                "statement": statement.strip(),
-                "sqlstate": getattr(orig, "sqlstate", None),
-                "detail": getattr(diag, "message_detail", None),
-                "hint": getattr(diag, "message_hint", None),
-            }
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-def _reason(exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    text = _first_line(cause)
-    name = type(cause).__name__
-    if isinstance(cause, SyntaxError):
-        return f"SyntaxError: {cause.msg}"
-    return text if text.startswith(name) or getattr(exc, "orig", None) else f"{name}: {text}"
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# -- imports ahead of time ------------------------------------------------------------------------
-
-
-# Libraries that read no application settings at import: safe to load before the variables
-# are exported, when env.py (or a project module it imports) imports them. Anything else (the
-# project's own modules, a company's settings package) waits for the variables.
-PREWARM = {
-    "alembic",
-    "sqlalchemy",
-    "psycopg",
-    "psycopg2",
-    "asyncpg",
-    "flask",
-    "flask_sqlalchemy",
-    "flask_migrate",
-    "sqlmodel",
-    "pydantic",
-    "pydantic_settings",
-    "geoalchemy2",
-    "sqlalchemy_utils",
-    "werkzeug",
-}
-
-
-def _prewarm(env_py: Path | None, project_dirs: list[str]) -> None:
-    """Import, while neonflow waits for Neon, the well-known libraries env.py will import.
-
-    env.py and the project's modules it imports (files under ``project_dirs``, not the
-    standard library's or the virtualenv's) are read, never run, for their imports.
-    """
-    import alembic.command  # noqa: F401
-    import alembic.config  # noqa: F401
-
-    wanted: set[str] = set()
-    queue = [env_py] if env_py is not None else []
-    seen: set[Path] = set()
-    while queue and len(seen) < 50:
-        source = queue.pop()
-        if source in seen or not source.is_file():
-            continue
-        seen.add(source)
-        names, files = _imports(source)
-        queue.extend(files)
-        for name in names:
-            top = name.split(".")[0]
-            if top in PREWARM:
-                wanted.add(name)
-            elif top not in sys.stdlib_module_names:
-                queue.extend(_source_of(name, project_dirs))
-    for name in sorted(wanted):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: S112 - the real run reports whatever is wrong
-            continue
-
-
-# Installed code: the standard library's and the virtualenv's (which may sit inside the project).
-_INSTALLED = tuple({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
-
-
-def _source_of(name: str, project_dirs: list[str]) -> list[Path]:
-    """The files of a project module, found without importing it (or its package)."""
-    top, *rest = name.split(".")
-    spec = importlib.machinery.PathFinder.find_spec(top, project_dirs)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-        return []
-    base = Path(spec.origin).resolve()
-    if any(base.is_relative_to(installed) for installed in _INSTALLED):
-        return []
-    if not rest:
-        return [base]
-    # The package's __init__ runs on import too.
-    folder = base.parent.joinpath(*rest)
-    found = [p for p in (folder.with_suffix(".py"), folder / "__init__.py") if p.is_file()]
-    return [base, *found]
-
-
-def _imports(path: Path) -> tuple[list[str], list[Path]]:
-    """The modules a file imports (``from pkg import name`` may import ``pkg.name``), and the
-    files its relative imports name."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return [], []
-    names: list[str] = []
-    files: list[Path] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-            names.append(node.module)
-            names.extend(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = path.parent.joinpath(*[".."] * (node.level - 1), *(node.module or "").split("."))
-            for target in (base, *(base / alias.name for alias in node.names)):
-                files += [target.with_suffix(".py"), target / "__init__.py"]
-    return names, files
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ PROBE = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from neonflow.migrations.worker import _prewarm
-    _prewarm(Path(sys.argv[1]), [sys.argv[2]])
+    from neonflow.migrations.prewarm import prewarm
+    prewarm(Path(sys.argv[1]), [sys.argv[2]])
     print(json.dumps(sorted(sys.modules)))
     """
 )
