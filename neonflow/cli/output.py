@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -19,19 +20,20 @@ if TYPE_CHECKING:
     from neonflow.cli.progress import Spinner
 
 
-class _Settings:
-    quiet = False
-    plain = False  # --verbose: Alembic's own output shares stderr, and would break the spinner
+@dataclass
+class _Options:
+    quiet: bool = False
+    plain: bool = False  # --verbose: Alembic's own output shares stderr and would break the spinner
     spinner: Spinner | None = None
 
 
-_now = _Settings()
+_options = _Options()
 
 
 def configure(*, quiet: bool, verbose: bool) -> None:
     """The global options, for the command about to run."""
     settle()
-    _now.quiet, _now.plain = quiet, verbose
+    _options.quiet, _options.plain = quiet, verbose
 
 
 def no_color() -> bool:
@@ -41,26 +43,26 @@ def no_color() -> bool:
 
 def _live() -> bool:
     """Whether stderr can show a spinner: a terminal that understands moving the cursor."""
-    return not _now.plain and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    return not _options.plain and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def progress(message: str) -> None:
     """A stage of work that may take a while (stderr)."""
-    if _now.quiet:
+    if _options.quiet:
         return
     if not _live():
         typer.echo(message, err=True)
         return
-    if _now.spinner is None:
+    if _options.spinner is None:
         from neonflow.cli.progress import Spinner
 
-        _now.spinner = Spinner(sys.stderr, color=not no_color()).start()
-    _now.spinner.stage(message)
+        _options.spinner = Spinner(sys.stderr, color=not no_color()).start()
+    _options.spinner.stage(message)
 
 
 def settle() -> None:
     """End the spinner (the stage's line stays): before anything else is printed."""
-    spinner, _now.spinner = _now.spinner, None
+    spinner, _options.spinner = _options.spinner, None
     if spinner is not None:
         spinner.close()
 
@@ -68,7 +70,7 @@ def settle() -> None:
 def info(message: str) -> None:
     """Results and notes for people (stderr)."""
     settle()
-    if not _now.quiet:
+    if not _options.quiet:
         typer.echo(message, err=True)
 
 
