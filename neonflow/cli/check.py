@@ -69,9 +69,10 @@ def check(
     if json:
         fmt = Format.json
     cfg = settings()
-    with open_client(cfg, output.info) as client, _sigterm_as_interrupt():
-        result = Check(cfg, client, progress=output.info).run(base, keep=keep)
-    output.info(render.text(result))
+    with open_client(cfg, output.progress) as client, _sigterm_as_interrupt():
+        result = Check(cfg, client, progress=output.progress).run(base, keep=keep)
+    # Under --quiet a failed check still says why: the summary is its error message.
+    (output.info if result.passed else output.failure)(render.text(result))
     if output_file is not None:
         _write(output_file, render.render(result, fmt.value), append=False)
         output.info(f"report written to {output_file}")

@@ -38,6 +38,7 @@ def handle_errors(fn: F) -> F:
 
     With ``--json`` (or ``--format json``) the error is also one JSON document on stdout, so a
     script parses every outcome. A closed stdout (``neonflow … | head``) ends the command quietly.
+    A spinner still running at the end is cleared, whatever happened.
     """
 
     @functools.wraps(fn)
@@ -61,6 +62,8 @@ def handle_errors(fn: F) -> F:
                 "traceback and please report it)"
             )
             _fail("unexpected", message, 1, as_json)
+        finally:
+            output.settle()
 
     return wrapper  # type: ignore[return-value]
 
@@ -115,7 +118,7 @@ def branches(cfg: Settings | None = None) -> Branches:
     """The use cases, as ``neonflow.connect`` gives them to Python code."""
     from neonflow.api import connect
 
-    return connect(cfg or settings(), output.info)
+    return connect(cfg or settings(), output.progress)
 
 
 def show_url(url: str | None, show_password: bool) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from neonflow import __version__
+from neonflow.cli import output
 from neonflow.errors import EXIT_CODES
 
 
@@ -42,8 +43,18 @@ def _root(
         bool,
         typer.Option("--verbose", "-v", help="Show Alembic's and env.py's own output too."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            envvar="NEONFLOW_QUIET",
+            help="Print only data and errors: no progress, no messages.",
+        ),
+    ] = False,
 ) -> None:
     """neonflow: a Neon branch per feature, with its migrations applied and checked."""
+    output.configure(quiet=quiet, verbose=verbose)
     if verbose:
         # Read by the Alembic process runner (neonflow.migrations.runner).
         os.environ["NEONFLOW_VERBOSE"] = "1"
@@ -73,13 +84,17 @@ def main() -> None:
     gc.disable()
     # A cancelled CI job gets SIGTERM: clean up (delete a throw-away branch) as on Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
+    if output.no_color():
+        app.rich_markup_mode = None  # Typer's plain help: Rich keeps bold and dim under NO_COLOR
+    status: int | str | None = 0
     try:
         app(prog_name="neonflow")
-        code = 0
     except SystemExit as exc:
-        if isinstance(exc.code, str):
-            sys.stderr.write(exc.code + "\n")
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        status = exc.code
+    output.settle()
+    if isinstance(status, str):
+        sys.stderr.write(status + "\n")
+    code = status if isinstance(status, int) else (0 if status is None else 1)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
