@@ -98,6 +98,26 @@ def main() -> None:
                 .read_text()
                 .replace(str(REPO / "sample_app"), str(code / "sample_app"))
             )
+        neonctl = install_neonctl(root / "npm")
+        ctl_times: list[float] = []
+        ctl_help: list[float] = []
+        ctl_base: list[str] = []
+        if neonctl is not None:
+            ctl_base = [
+                str(neonctl),
+                "--api-host",
+                info.api_host,
+                "--api-key",
+                info.token,
+                "--no-analytics",
+            ]
+            run([*ctl_base, "branches", "list", "--project-id", info.project_id], project)
+
+        def ctl_create() -> None:
+            name = f"ctl-{next(counter)}"
+            create = ["branches", "create", "--project-id", info.project_id, "--name", name]
+            run([*ctl_base, *create, "-o", "json"], project)
+
         # Interleaved, so that the machine's load weighs on each the same.
         for _ in range(args.runs):
             start_times += timed(
@@ -106,6 +126,8 @@ def main() -> None:
             generic_times += timed(
                 lambda: run([*NEONFLOW, "branch", "start", f"g-{next(counter)}"], generic), 1
             )
+            if neonctl is not None:
+                ctl_times += timed(ctl_create, 1)
             if before_env is not None:
                 before_times += timed(
                     lambda: run(
@@ -118,39 +140,11 @@ def main() -> None:
         with NeonClient(info.api_host, info.token, info.project_id) as client:
             Branches(settings, client).start("nf-count")
             requests = client.request_count
-        help_times = timed(lambda: run([*NEONFLOW, "--help"], project), 10)
-
-        neonctl = install_neonctl(root / "npm")
-        ctl_times: list[float] = []
-        ctl_help: list[float] = []
-        if neonctl is not None:
-            base = [
-                str(neonctl),
-                "--api-host",
-                info.api_host,
-                "--api-key",
-                info.token,
-                "--no-analytics",
-            ]
-            run([*base, "branches", "list", "--project-id", info.project_id], project)
-            ctl_times = timed(
-                lambda: run(
-                    [
-                        *base,
-                        "branches",
-                        "create",
-                        "--project-id",
-                        info.project_id,
-                        "--name",
-                        f"ctl-{next(counter)}",
-                        "-o",
-                        "json",
-                    ],
-                    project,
-                ),
-                args.runs,
-            )
-            ctl_help = timed(lambda: run([str(neonctl), "--help"], project), 10)
+        help_times: list[float] = []
+        for _ in range(10):
+            help_times += timed(lambda: run([*NEONFLOW, "--help"], project), 1)
+            if neonctl is not None:
+                ctl_help += timed(lambda: run([str(neonctl), "--help"], project), 1)
 
     med = statistics.median
     print()
