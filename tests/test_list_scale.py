@@ -196,8 +196,45 @@ def test_branches_with_a_password_of_their_own_cost_one_request_each(
     assert {r.revision_status for r in rows} == {"read"}  # read all the same
     uris = [r for r in seen if r.startswith("GET connection_uri")]
     assert len(uris) == len(rows) and len(seen) == 3 + len(rows)
+    assert said == [f"{len(rows)} branch(es) whose password changed: one more API request each"]
+
+
+def test_children_of_a_protected_branch_cost_one_password_request_each(
+    settings: Settings, local_neon: LocalNeonInfo
+):
+    said: list[str] = []
+    with make_client(local_neon) as client:
+        main = client.find_branch("main")
+        assert main is not None
+        guarded = client.create_branch(unique("guarded"), parent_id=main.id, protected=True)
+        client.wait_for_operations(guarded.operations)
+        # Neon gives a protected branch's children new passwords; their own children inherit.
+        children = []
+        for _ in range(2):
+            child = client.create_branch(unique("child"), parent_id=guarded.branch.id)
+            client.wait_for_operations(child.operations)
+            children.append(child.branch)
+        grandchild = client.create_branch(unique("grandchild"), parent_id=children[0].id)
+        client.wait_for_operations(grandchild.operations)
+        seen = count_requests(client)
+        try:
+            rows = Branches(settings, client, progress=said.append).list()
+            listed = list(seen)
+        finally:
+            for branch in (grandchild.branch, *children):
+                client.wait_for_operations(client.delete_branch(branch.id))
+            client.wait_for_operations(
+                client.update_branch(guarded.branch.id, protected=False).operations
+            )
+            client.wait_for_operations(client.delete_branch(guarded.branch.id))
+
+    reveals = sorted(r.split("/")[1] for r in listed if r.endswith("/reveal_password"))
+    assert reveals == sorted([main.id, *(c.id for c in children)])  # the guarded one: main's
+    assert len(listed) == 2 + len(reveals)
+    assert {r.revision_status for r in rows} == {"read"}
     assert said == [
-        f"{len(rows)} branch(es) with a password of their own: one more API request each"
+        "2 branch(es) with passwords of their own (children of protected branches): "
+        "one more API request each"
     ]
 
 

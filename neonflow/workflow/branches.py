@@ -844,45 +844,50 @@ class Branches:
     ) -> dict[str, list[str] | None]:
         """The revisions of the ``wanted`` branches (None: unknown), by branch id.
 
-        Their URIs are built from the computes' hosts and one password: on Neon a branch
-        inherits its parent's roles and passwords. Branches whose password differs (a reset
-        one, children of a protected branch) cost one ``connection_uri`` request each.
+        Their URIs are built from the computes' hosts and one password per lineage: on Neon a
+        branch inherits its parent's roles and passwords, except from a protected parent (see
+        :func:`_lineage`). One whose password was changed since costs a ``connection_uri``.
         """
         from neonflow.neon.client import endpoint_uri
 
         table, schema = self._version_table()
         neon = self.settings.neon
-        password = self._password(branches)
-        if password is None:
-            urls = {b.id: self._own_url(b) for b in wanted}
-        else:
-            urls = {
-                b.id: endpoint_uri(computes[b.id], neon.database, neon.role, password)
-                for b in wanted
-            }
+        by_id = {b.id: b for b in branches}
+        lineage = {b.id: _lineage(b, by_id).id for b in wanted}
+        sources = list(dict.fromkeys(lineage.values()))
+        if len(sources) > 1:
+            self.progress(
+                f"{len(sources) - 1} branch(es) with passwords of their own (children of "
+                "protected branches): one more API request each"
+            )
+        passwords = {source: self._password(by_id[source]) for source in sources}
+        urls = {}
+        for branch in wanted:
+            password = passwords[lineage[branch.id]]
+            urls[branch.id] = (
+                endpoint_uri(computes[branch.id], neon.database, neon.role, password)
+                if password is not None
+                else self._own_url(branch)
+            )
         read, refused = _read_all(urls, table, schema, timeout)
         if refused:
             self.progress(
-                f"{len(refused)} branch(es) with a password of their own: one more API request each"
+                f"{len(refused)} branch(es) whose password changed: one more API request each"
             )
-            by_id = {b.id: b for b in wanted}
-            again, _ = _read_all(
-                {i: self._own_url(by_id[i]) for i in refused}, table, schema, timeout
-            )
-            read.update(again)
+            again = {i: self._own_url(by_id[i]) for i in refused}
+            read.update(_read_all(again, table, schema, timeout)[0])
         return read
 
-    def _password(self, branches: list[Branch]) -> str | None:
-        """``[neon] role``'s password on the default branch, or None (said why) if it is not
+    def _password(self, branch: Branch) -> str | None:
+        """``[neon] role``'s password on ``branch``, or None (said why) if the role is not
         there or Neon does not keep passwords."""
-        source = next((b for b in branches if b.default), branches[0])
         role = self.settings.neon.role
         try:
-            return self.client.reveal_password(source.id, role)
+            return self.client.reveal_password(branch.id, role)
         except (NotFoundError, ConflictError) as exc:
             self.progress(
-                f"cannot read the password of {role} on {source.name} ({_first_line(exc)}): "
-                "one connection_uri request per branch"
+                f"cannot read the password of {role} on {branch.name} ({_first_line(exc)}): "
+                "one connection_uri request per branch that shares it"
             )
             return None
 
@@ -905,8 +910,9 @@ class Branches:
         ``revisions``: True reads every branch's, False none, None (the default) those that cost
         nothing to read: all on the local Neon, on Neon cloud those whose compute is running (a
         connection wakes a suspended one). Three API requests whatever the number of branches
-        (branches, endpoints, one password); revisions are read :data:`MAX_READERS` at a time,
-        in ``timeout`` seconds each at most, and one that cannot be read is unknown.
+        (branches, endpoints, one password; one more per child of a protected branch);
+        revisions are read :data:`MAX_READERS` at a time with a ``timeout`` (to connect, and
+        to read), and one that cannot be read is unknown.
         """
         branches = self.client.list_branches(sort_by="created_at", sort_order="asc")
         by_id = {b.id: b for b in branches}
@@ -998,6 +1004,19 @@ class Branches:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def _lineage(branch: Branch, by_id: dict[str, Branch]) -> Branch:
+    """The oldest ancestor whose roles and passwords ``branch`` inherited: up through the
+    parents until a root, or a branch whose parent is protected (whose children Neon gives new
+    passwords)."""
+    seen = {branch.id}
+    while branch.parent_id in by_id and not by_id[branch.parent_id].protected:
+        branch = by_id[branch.parent_id]
+        if branch.id in seen:  # a cycle: not from Neon, but not a reason to loop
+            break
+        seen.add(branch.id)
+    return branch
 
 
 def _read_all(
