@@ -172,10 +172,14 @@ def test_no_revisions_makes_no_connection_and_no_password_request(
     with make_client(local_neon) as client:
         seen = count_requests(client)
         rows = Branches(settings, client).list(revisions=False)
+        listed = list(seen)
+        status = Branches(settings, client).status()  # the app points nowhere yet
 
-    assert seen == ["GET branches", "GET endpoints"]
+    assert listed == ["GET branches", "GET endpoints"]
     assert {r.revision_status for r in rows} == {"not_read"}
     assert all(r.revision is None for r in rows)
+    assert status.database_url is None and status.revision_status == "not_read"
+    assert len(seen) == len(listed)  # nothing to look up for an app that points nowhere
 
 
 def test_branches_with_a_password_of_their_own_cost_one_request_each(

@@ -975,6 +975,7 @@ class Branches:
             self.settings.app.variables.label,
         )
         if app_url is None:
+            result.revision_status = "not_read"
             return result
         branches = self.client.list_branches()
         by_id = {b.id: b for b in branches}
