@@ -70,15 +70,21 @@ def start(
 @handle_errors
 def list_(
     json: JsonOpt = False,
-    no_revisions: Annotated[
-        bool, typer.Option("--no-revisions", help="Do not connect to read Alembic revisions.")
-    ] = False,
+    revisions: Annotated[
+        bool | None,
+        typer.Option(
+            "--revisions/--no-revisions",
+            help="Read every branch's Alembic revision, waking suspended computes on Neon "
+            "cloud (default: those running) / read none.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List the project's branches, their Alembic revision and the one the app points at.
 
     Example: neonflow branch list
     """
-    rows = branches().list(revisions=not no_revisions)
+    rows = branches().list(revisions=revisions)
     if json:
         output.data([row.to_json() for row in rows])
         return
@@ -92,7 +98,7 @@ def list_(
                 row.state,
                 row.created_at,
                 row.expires_at or "-",
-                _revision_cell(row.revision, no_revisions),
+                _revision_cell(row.revision, row.revision_status),
                 ",".join(flags),
             ]
         )
@@ -100,22 +106,40 @@ def list_(
         ["  NAME", "PARENT", "STATE", "CREATED", "EXPIRES", "REVISION", "FLAGS"], table_rows
     )
     output.info("* = the branch the app points at")
+    if any(row.revision_status == "idle" for row in rows):
+        output.info(f"{IDLE_CELL} = revisions not read for idle computes (use --revisions)")
 
 
-def _revision_cell(revision: list[str] | None, not_read: bool) -> str:
-    if not_read or revision == []:
+IDLE_CELL = "(idle)"
+
+
+def _revision_cell(revision: list[str] | None, status: str) -> str:
+    if status == "idle":
+        return IDLE_CELL
+    if status == "not_read" or revision == []:
         return "-"
     return ",".join(revision) if revision else "?"  # ? = could not be read
 
 
+RevisionsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--revisions",
+        help="Read the revision even if that wakes a suspended compute on Neon cloud.",
+    ),
+]
+
+
 @app.command()
 @handle_errors
-def status(json: JsonOpt = False, show_password: ShowPasswordOpt = False) -> None:
+def status(
+    json: JsonOpt = False, show_password: ShowPasswordOpt = False, revisions: RevisionsOpt = False
+) -> None:
     """Show the branch the app points at, its revision against head, its parent and expiry.
 
     Example: neonflow branch status
     """
-    result = branches().status()
+    result = branches().status(revisions=True if revisions else None)
     if json:
         output.data(_mask_json(result.to_json(), show_password))
         return
@@ -129,7 +153,9 @@ def status(json: JsonOpt = False, show_password: ShowPasswordOpt = False) -> Non
     revision = ", ".join(result.revision) if result.revision else "(none)"
     head = ", ".join(result.head) or "(none)"
     state = "at head" if result.at_head else f"behind head ({head})"
-    if result.revision is None:
+    if result.revision_status == "idle":
+        revision, state = "not read", "the compute is idle; use --revisions"
+    elif result.revision is None:
         state = "unreachable"
     elif result.problem is not None:
         state = "head unknown"

@@ -36,7 +36,7 @@ from neonflow.neon.models import (
 from neonflow.times import rfc3339
 from neonflow.urls import mask_password
 
-__all__ = ["UNSET", "NeonClient"]
+__all__ = ["UNSET", "NeonClient", "endpoint_uri"]
 
 M = TypeVar("M", bound=BaseModel)
 Json = dict[str, Any]
@@ -309,6 +309,11 @@ class NeonClient:
     def start_endpoint(self, endpoint_id: str) -> EndpointWithOperations:
         """Start an idle compute; wait for the returned operations before connecting."""
         data = self._json("POST", f"{self._project}/endpoints/{_seg(endpoint_id)}/start")
+        return self._parse(EndpointWithOperations, data)
+
+    def suspend_endpoint(self, endpoint_id: str) -> EndpointWithOperations:
+        """Suspend a compute (scale it to zero); a connection to it starts it again."""
+        data = self._json("POST", f"{self._project}/endpoints/{_seg(endpoint_id)}/suspend")
         return self._parse(EndpointWithOperations, data)
 
     def list_databases(self, branch_id: str) -> list[Database]:
@@ -620,6 +625,18 @@ class NeonClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def endpoint_uri(
+    endpoint: Endpoint, database: str, role: str, password: str, pooled: bool = False
+) -> str:
+    """The URI ``connection_uri`` answers for this endpoint, built here as neonctl builds it
+    (no request): the endpoint's host (its pooler's with ``pooled``), TLS with channel binding."""
+    host = endpoint.pooler_host if pooled else endpoint.host
+    return (
+        f"postgresql://{quote(role, safe='')}:{quote(password, safe='')}"
+        f"@{host}/{quote(database, safe='')}?sslmode=require&channel_binding=require"
+    )
 
 
 def _error_class(status: int) -> type[errors.NeonAPIError]:
