@@ -49,8 +49,9 @@ if TYPE_CHECKING:
         WrongTargetError,
     )
     from neonflow.neon import NeonClient
-    from neonflow.workflow.branches import (
-        Branches,
+    from neonflow.workflow.branches import Branches
+    from neonflow.workflow.check import Check, CheckReport
+    from neonflow.workflow.results import (
         BranchRow,
         DeleteResult,
         DiffResult,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
         StatusResult,
         SwitchResult,
     )
-    from neonflow.workflow.check import Check, CheckReport
 
 _ERRORS = (
     "AuthError CheckFailed CheckRefused ConfigError ConflictError DriftDetected EnvPyError "
@@ -70,12 +70,13 @@ _ERRORS = (
     "RefusedError RevisionLoadError ServerError UsageError WrongTargetError"
 )
 _RESULTS = (
-    "BranchRow Branches DeleteResult DiffResult PromoteResult PruneResult ResetResult "
+    "BranchRow DeleteResult DiffResult PromoteResult PruneResult ResetResult "
     "StartResult StatusResult SwitchResult"
 )
 _WHERE: dict[str, str] = {
     **dict.fromkeys(_ERRORS.split(), "neonflow.errors"),
-    **dict.fromkeys(_RESULTS.split(), "neonflow.workflow.branches"),
+    **dict.fromkeys(_RESULTS.split(), "neonflow.workflow.results"),
+    "Branches": "neonflow.workflow.branches",
     "BranchHandle": "neonflow.api",
     "branch": "neonflow.api",
     "connect": "neonflow.api",

@@ -29,7 +29,8 @@ import pytest
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
-    from neonflow.workflow.branches import Branches, StartResult
+    from neonflow.workflow.branches import Branches
+    from neonflow.workflow.results import StartResult
 
 RUN_VAR = "NEONFLOW_PYTEST_RUN"
 """The run's id, shared by pytest-xdist's workers (they inherit the controller's environment)."""

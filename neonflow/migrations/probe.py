@@ -63,3 +63,24 @@ def _host(url: str) -> str | None:
         return urlsplit(url).hostname
     except ValueError:
         return None
+
+
+def heads_or_refused(
+    url: str, version_table: str, schema: str | None, timeout: float
+) -> tuple[list[str] | None, bool]:
+    """:func:`read_heads`, leniently: the revisions (None when they cannot be read) and whether
+    the password was refused. An unreachable branch is unknown in a listing; it does not fail
+    it."""
+    try:
+        return list(read_heads(url, version_table, schema, timeout)), False
+    except ConfigError:
+        return None, True
+    except NetworkError:
+        return None, False
+
+
+def heads_or_none(
+    url: str, version_table: str = "alembic_version", schema: str | None = None, timeout: float = 10
+) -> list[str] | None:
+    """The revisions of the database at ``url``, None when they cannot be read."""
+    return heads_or_refused(url, version_table, schema, timeout)[0]

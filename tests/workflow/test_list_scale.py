@@ -27,7 +27,8 @@ from neonflow.config import Settings, load_settings
 from neonflow.local import service
 from neonflow.local.service import LocalNeonInfo
 from neonflow.neon import Branch, NeonClient
-from neonflow.workflow.branches import MAX_READERS, Branches
+from neonflow.workflow.branches import Branches
+from neonflow.workflow.listing import MAX_READERS
 from tests.conftest import make_client, start_local_neon
 
 

@@ -28,7 +28,8 @@ from neonflow.errors import ConfigError
 from neonflow.local import service
 from neonflow.local.service import LocalNeonInfo
 from neonflow.neon import NeonClient
-from neonflow.workflow.branches import A_CREATED_BY, A_PURPOSE, Branches
+from neonflow.workflow.base import A_CREATED_BY, A_PURPOSE
+from neonflow.workflow.branches import Branches
 from tests.conftest import make_client, start_local_neon
 
 SLOW_SET = Path(__file__).parents[1] / "migration_sets" / "slow" / "alembic.ini"
