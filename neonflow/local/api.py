@@ -21,8 +21,10 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
-from neonflow.local.engine import ApiError, LocalNeon, refuse_point_in_time
+from neonflow.local.engine import LocalNeon
+from neonflow.local.errors import ApiError
 from neonflow.local.objects import register as register_objects
+from neonflow.local.validation import refuse_point_in_time
 
 PROJECT = "/api/v2/projects/<project_id>"
 # Neon's request bodies are a few kilobytes (a branch, its endpoints, 50 annotation strings).
@@ -137,7 +139,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         args = request.args
         _bool_arg("include_deleted")  # deleted branches are gone locally; the flag is checked
         return jsonify(
-            neon.list_branches(
+            neon.branches.page(
                 search=args.get("search") or None,
                 sort_by=args.get("sort_by", "updated_at"),
                 sort_order=args.get("sort_order", "desc"),
@@ -148,44 +150,44 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/branches/count")
     def count_branches() -> Response:
-        found = neon.list_branches(search=request.args.get("search") or None)
+        found = neon.branches.page(search=request.args.get("search") or None)
         return jsonify({"count": len(found["branches"])})
 
     @api.post(f"{PROJECT}/branches")
     def create_branch() -> tuple[Response, int]:
-        return jsonify(neon.create_branch(_body(optional=True))), 201
+        return jsonify(neon.branches.create(_body(optional=True))), 201
 
     @api.get(f"{PROJECT}/branches/<branch_id>")
     def get_branch(branch_id: str) -> Response:
-        return jsonify(neon.get_branch(branch_id))
+        return jsonify(neon.branches.get(branch_id))
 
     @api.patch(f"{PROJECT}/branches/<branch_id>")
     def update_branch(branch_id: str) -> Response:
-        return jsonify(neon.update_branch(branch_id, _body()))
+        return jsonify(neon.branches.update(branch_id, _body()))
 
     @api.delete(f"{PROJECT}/branches/<branch_id>")
     def delete_branch(branch_id: str) -> Response | tuple[str, int]:
-        result = neon.delete_branch(branch_id)
+        result = neon.branches.delete(branch_id)
         return ("", 204) if result is None else jsonify(result)
 
     @api.post(f"{PROJECT}/branches/<branch_id>/set_as_default")
     def set_default(branch_id: str) -> Response:
-        return jsonify(neon.set_default(branch_id))
+        return jsonify(neon.branches.set_default(branch_id))
 
     @api.post(f"{PROJECT}/branches/<branch_id>/restore")
     def restore(branch_id: str) -> Response:
-        return jsonify(neon.restore_branch(branch_id, _body()))
+        return jsonify(neon.restores.restore(branch_id, _body()))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/schema")
     def schema(branch_id: str) -> Response:
         refuse_point_in_time(request.args, "lsn", "timestamp")
-        return jsonify(neon.schema(branch_id, request.args.get("db_name")))
+        return jsonify(neon.computes.schema(branch_id, request.args.get("db_name")))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")
     def compare_schema(branch_id: str) -> Response:
         refuse_point_in_time(request.args, "lsn", "timestamp", "base_lsn", "base_timestamp")
         return jsonify(
-            neon.compare_schema(
+            neon.computes.compare_schema(
                 branch_id, request.args.get("db_name"), request.args.get("base_branch_id")
             )
         )
@@ -194,51 +196,51 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/branches/<branch_id>/endpoints")
     def branch_endpoints(branch_id: str) -> Response:
-        return jsonify(neon.list_endpoints(branch_id))
+        return jsonify(neon.computes.list_endpoints(branch_id))
 
     @api.get(f"{PROJECT}/endpoints")
     def project_endpoints() -> Response:
-        return jsonify(neon.list_endpoints())
+        return jsonify(neon.computes.list_endpoints())
 
     @api.post(f"{PROJECT}/endpoints")
     def create_endpoint() -> tuple[Response, int]:
-        return jsonify(neon.create_endpoint(_body())), 201
+        return jsonify(neon.computes.create_endpoint(_body())), 201
 
     @api.get(f"{PROJECT}/endpoints/<endpoint_id>")
     def get_endpoint(endpoint_id: str) -> Response:
-        return jsonify(neon.get_endpoint(endpoint_id))
+        return jsonify(neon.computes.get_endpoint(endpoint_id))
 
     @api.post(f"{PROJECT}/endpoints/<endpoint_id>/<any(start, suspend):action>")
     def endpoint_action(endpoint_id: str, action: str) -> Response:
-        return jsonify(neon.endpoint_action(endpoint_id, action))
+        return jsonify(neon.computes.endpoint_action(endpoint_id, action))
 
     # -- databases, roles, connection strings --
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases")
     def databases(branch_id: str) -> Response:
-        return jsonify(neon.list_databases(branch_id))
+        return jsonify(neon.computes.list_databases(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases/<name>")
     def database(branch_id: str, name: str) -> Response:
-        return jsonify(neon.get_database(branch_id, name))
+        return jsonify(neon.computes.get_database(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles")
     def roles(branch_id: str) -> Response:
-        return jsonify(neon.list_roles(branch_id))
+        return jsonify(neon.computes.list_roles(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>")
     def role(branch_id: str, name: str) -> Response:
-        return jsonify(neon.get_role(branch_id, name))
+        return jsonify(neon.computes.get_role(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>/reveal_password")
     def reveal_password(branch_id: str, name: str) -> Response:
-        return jsonify(neon.reveal_password(branch_id, name))
+        return jsonify(neon.computes.reveal_password(branch_id, name))
 
     @api.get(f"{PROJECT}/connection_uri")
     def connection_uri() -> Response:
         args = request.args
         return jsonify(
-            neon.connection_uri(
+            neon.computes.connection_uri(
                 args.get("branch_id") or None,
                 args.get("database_name"),
                 args.get("role_name"),
@@ -251,11 +253,11 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/operations")
     def operations() -> Response:
-        return jsonify(neon.list_operations(_int_arg("limit"), request.args.get("cursor") or None))
+        return jsonify(neon.operations.page(_int_arg("limit"), request.args.get("cursor") or None))
 
     @api.get(f"{PROJECT}/operations/<operation_id>")
     def operation(operation_id: str) -> Response:
-        return jsonify(neon.get_operation(operation_id))
+        return jsonify(neon.operations.get(operation_id))
 
     # -- local administration (not part of Neon's API) --
 
