@@ -1,6 +1,7 @@
 """The local Neon's HTTP face: Neon API v2 paths and bodies, as a Flask app.
 
-Every answer is JSON; errors use Neon's ``{code, message, request_id}``. Requests need
+Every answer is JSON; errors use Neon's ``{code, message, request_id}``, with a code that names
+the case (see ``errors``), routing-level answers (404, 405, 413) included. Requests need
 ``Authorization: Bearer <token>``. Fault mode (tests and demos) may answer 429/423/503, add latency
 or drop the connection, before or after the request did its work.
 """
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
 from neonflow.local.engine import LocalNeon
-from neonflow.local.errors import ApiError
+from neonflow.local.errors import ApiError, code_for
 from neonflow.local.objects import register as register_objects
 from neonflow.local.validation import refuse_point_in_time
 
@@ -67,7 +68,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             supplied.strip().encode(), token.encode()
         ):
-            return _error(401, "authentication required: send Authorization: Bearer <token>", "")
+            return _error(401, "authentication required: send Authorization: Bearer <token>")
         if request.path.startswith("/api/v2/_local"):
             return None
         return faults.before(request.method)
@@ -93,15 +94,14 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
                 503,
                 f"cannot write {exc.filename or 'the state folder'}: {exc.strerror}; nothing was "
                 "changed: free space there and retry",
-                "UNAVAILABLE",
             )
         raise exc
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         if exc.code == 413:
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "")
-        return _error(exc.code or 500, exc.description or exc.name, "")
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return _error(exc.code or 500, exc.description or exc.name)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -282,8 +282,13 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     return app
 
 
-def _error(status: int, message: str, code: str) -> tuple[Response, int]:
-    body = {"code": code, "message": message, "request_id": g.get("request_id", "")}
+def _error(status: int, message: str, code: str | None = None) -> tuple[Response, int]:
+    """Neon's error body; ``code`` defaults to the status's own (never empty)."""
+    body = {
+        "code": code or code_for(status),
+        "message": message,
+        "request_id": g.get("request_id", ""),
+    }
     response = jsonify(body)
     if status == 429:
         response.headers["Retry-After"] = "1"
@@ -361,7 +366,7 @@ class _Faults:
                     423: "project is locked by another operation (fault mode)",
                     503: "service unavailable (fault mode)",
                 }
-                return _error(status, messages[status], "")
+                return _error(status, messages[status])
             roll -= rate
         # A drop before the work: the request never took effect.
         if self.random.random() < s.rate_drop / 2:

@@ -18,7 +18,7 @@ from typing import Any
 from neonflow.local import records, shapes
 from neonflow.local.cluster import Cluster
 from neonflow.local.computes import Computes
-from neonflow.local.errors import ApiError
+from neonflow.local.errors import FEATURE_NOT_SUPPORTED, ApiError
 from neonflow.local.operations import Operations
 from neonflow.local.store import Store, neon_id
 from neonflow.local.validation import (
@@ -111,7 +111,9 @@ class Branches:
             raise ApiError(400, "a branch can have only one read_write endpoint")
         init_source = spec.get("init_source", "parent-data")
         if init_source not in ("parent-data", "schema-only"):
-            raise ApiError(400, f"init_source {init_source!r} is not supported locally")
+            raise ApiError(
+                400, f"init_source {init_source!r} is not supported locally", FEATURE_NOT_SUPPORTED
+            )
         store = self.store
         with records.mutation(store):
             parent_id = spec.get("parent_id") or records.default_branch(store)["id"]
@@ -252,7 +254,7 @@ class Branches:
                     400, "a branch with an expiration cannot be the default; clear it first"
                 )
             if branch["current_state"] != "ready":
-                raise ApiError(423, "branch is not ready yet", "LOCKED")
+                raise ApiError(423, "branch is not ready yet")
             for other in records.live_branches(self.store):
                 if other["default"]:
                     other["default"] = False

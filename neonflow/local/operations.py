@@ -90,7 +90,6 @@ class Operations:
                 423,
                 f"branch {branch_id} has an operation in progress ({op['action']}); "
                 "retry when it finishes",
-                "LOCKED",
             )
 
     # -- running -----------------------------------------------------------------------------

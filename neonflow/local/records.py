@@ -28,9 +28,7 @@ def mutation(store: Store) -> Iterator[None]:
         with store.transaction():
             yield
     except StoreWriteError as exc:
-        raise ApiError(
-            503, f"{exc}; nothing was changed: free space there and retry", "UNAVAILABLE"
-        ) from None
+        raise ApiError(503, f"{exc}; nothing was changed: free space there and retry") from None
 
 
 # -- new records ---------------------------------------------------------------------------------
