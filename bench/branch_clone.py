@@ -36,7 +36,7 @@ from psycopg import sql
 
 from neonflow.config import load_settings
 from neonflow.local import service
-from neonflow.local.engine import reflink_supported
+from neonflow.local.cluster import reflink_supported
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir
 from neonflow.local.service import LocalNeonInfo
 from neonflow.neon import NeonClient, Operation

@@ -1,6 +1,7 @@
 """The local Neon's HTTP face: Neon API v2 paths and bodies, as a Flask app.
 
-Every answer is JSON; errors use Neon's ``{code, message, request_id}``. Requests need
+Every answer is JSON; errors use Neon's ``{code, message, request_id}``, with a code that names
+the case (see ``errors``), routing-level answers (404, 405, 413) included. Requests need
 ``Authorization: Bearer <token>``. Fault mode (tests and demos) may answer 429/423/503, add latency
 or drop the connection, before or after the request did its work.
 """
@@ -21,8 +22,10 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
-from neonflow.local.engine import ApiError, LocalNeon, refuse_point_in_time
+from neonflow.local.engine import LocalNeon
+from neonflow.local.errors import ApiError, code_for
 from neonflow.local.objects import register as register_objects
+from neonflow.local.validation import refuse_point_in_time
 
 PROJECT = "/api/v2/projects/<project_id>"
 # Neon's request bodies are a few kilobytes (a branch, its endpoints, 50 annotation strings).
@@ -65,7 +68,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             supplied.strip().encode(), token.encode()
         ):
-            return _error(401, "authentication required: send Authorization: Bearer <token>", "")
+            return _error(401, "authentication required: send Authorization: Bearer <token>")
         if request.path.startswith("/api/v2/_local"):
             return None
         return faults.before(request.method)
@@ -91,15 +94,14 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
                 503,
                 f"cannot write {exc.filename or 'the state folder'}: {exc.strerror}; nothing was "
                 "changed: free space there and retry",
-                "UNAVAILABLE",
             )
         raise exc
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         if exc.code == 413:
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "")
-        return _error(exc.code or 500, exc.description or exc.name, "")
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        return _error(exc.code or 500, exc.description or exc.name)
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -137,7 +139,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         args = request.args
         _bool_arg("include_deleted")  # deleted branches are gone locally; the flag is checked
         return jsonify(
-            neon.list_branches(
+            neon.branches.page(
                 search=args.get("search") or None,
                 sort_by=args.get("sort_by", "updated_at"),
                 sort_order=args.get("sort_order", "desc"),
@@ -148,44 +150,44 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/branches/count")
     def count_branches() -> Response:
-        found = neon.list_branches(search=request.args.get("search") or None)
+        found = neon.branches.page(search=request.args.get("search") or None)
         return jsonify({"count": len(found["branches"])})
 
     @api.post(f"{PROJECT}/branches")
     def create_branch() -> tuple[Response, int]:
-        return jsonify(neon.create_branch(_body(optional=True))), 201
+        return jsonify(neon.branches.create(_body(optional=True))), 201
 
     @api.get(f"{PROJECT}/branches/<branch_id>")
     def get_branch(branch_id: str) -> Response:
-        return jsonify(neon.get_branch(branch_id))
+        return jsonify(neon.branches.get(branch_id))
 
     @api.patch(f"{PROJECT}/branches/<branch_id>")
     def update_branch(branch_id: str) -> Response:
-        return jsonify(neon.update_branch(branch_id, _body()))
+        return jsonify(neon.branches.update(branch_id, _body()))
 
     @api.delete(f"{PROJECT}/branches/<branch_id>")
     def delete_branch(branch_id: str) -> Response | tuple[str, int]:
-        result = neon.delete_branch(branch_id)
+        result = neon.branches.delete(branch_id)
         return ("", 204) if result is None else jsonify(result)
 
     @api.post(f"{PROJECT}/branches/<branch_id>/set_as_default")
     def set_default(branch_id: str) -> Response:
-        return jsonify(neon.set_default(branch_id))
+        return jsonify(neon.branches.set_default(branch_id))
 
     @api.post(f"{PROJECT}/branches/<branch_id>/restore")
     def restore(branch_id: str) -> Response:
-        return jsonify(neon.restore_branch(branch_id, _body()))
+        return jsonify(neon.restores.restore(branch_id, _body()))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/schema")
     def schema(branch_id: str) -> Response:
         refuse_point_in_time(request.args, "lsn", "timestamp")
-        return jsonify(neon.schema(branch_id, request.args.get("db_name")))
+        return jsonify(neon.computes.schema(branch_id, request.args.get("db_name")))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/compare_schema")
     def compare_schema(branch_id: str) -> Response:
         refuse_point_in_time(request.args, "lsn", "timestamp", "base_lsn", "base_timestamp")
         return jsonify(
-            neon.compare_schema(
+            neon.computes.compare_schema(
                 branch_id, request.args.get("db_name"), request.args.get("base_branch_id")
             )
         )
@@ -194,51 +196,51 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/branches/<branch_id>/endpoints")
     def branch_endpoints(branch_id: str) -> Response:
-        return jsonify(neon.list_endpoints(branch_id))
+        return jsonify(neon.computes.list_endpoints(branch_id))
 
     @api.get(f"{PROJECT}/endpoints")
     def project_endpoints() -> Response:
-        return jsonify(neon.list_endpoints())
+        return jsonify(neon.computes.list_endpoints())
 
     @api.post(f"{PROJECT}/endpoints")
     def create_endpoint() -> tuple[Response, int]:
-        return jsonify(neon.create_endpoint(_body())), 201
+        return jsonify(neon.computes.create_endpoint(_body())), 201
 
     @api.get(f"{PROJECT}/endpoints/<endpoint_id>")
     def get_endpoint(endpoint_id: str) -> Response:
-        return jsonify(neon.get_endpoint(endpoint_id))
+        return jsonify(neon.computes.get_endpoint(endpoint_id))
 
     @api.post(f"{PROJECT}/endpoints/<endpoint_id>/<any(start, suspend):action>")
     def endpoint_action(endpoint_id: str, action: str) -> Response:
-        return jsonify(neon.endpoint_action(endpoint_id, action))
+        return jsonify(neon.computes.endpoint_action(endpoint_id, action))
 
     # -- databases, roles, connection strings --
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases")
     def databases(branch_id: str) -> Response:
-        return jsonify(neon.list_databases(branch_id))
+        return jsonify(neon.computes.list_databases(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/databases/<name>")
     def database(branch_id: str, name: str) -> Response:
-        return jsonify(neon.get_database(branch_id, name))
+        return jsonify(neon.computes.get_database(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles")
     def roles(branch_id: str) -> Response:
-        return jsonify(neon.list_roles(branch_id))
+        return jsonify(neon.computes.list_roles(branch_id))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>")
     def role(branch_id: str, name: str) -> Response:
-        return jsonify(neon.get_role(branch_id, name))
+        return jsonify(neon.computes.get_role(branch_id, name))
 
     @api.get(f"{PROJECT}/branches/<branch_id>/roles/<name>/reveal_password")
     def reveal_password(branch_id: str, name: str) -> Response:
-        return jsonify(neon.reveal_password(branch_id, name))
+        return jsonify(neon.computes.reveal_password(branch_id, name))
 
     @api.get(f"{PROJECT}/connection_uri")
     def connection_uri() -> Response:
         args = request.args
         return jsonify(
-            neon.connection_uri(
+            neon.computes.connection_uri(
                 args.get("branch_id") or None,
                 args.get("database_name"),
                 args.get("role_name"),
@@ -251,11 +253,11 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
 
     @api.get(f"{PROJECT}/operations")
     def operations() -> Response:
-        return jsonify(neon.list_operations(_int_arg("limit"), request.args.get("cursor") or None))
+        return jsonify(neon.operations.page(_int_arg("limit"), request.args.get("cursor") or None))
 
     @api.get(f"{PROJECT}/operations/<operation_id>")
     def operation(operation_id: str) -> Response:
-        return jsonify(neon.get_operation(operation_id))
+        return jsonify(neon.operations.get(operation_id))
 
     # -- local administration (not part of Neon's API) --
 
@@ -280,8 +282,13 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
     return app
 
 
-def _error(status: int, message: str, code: str) -> tuple[Response, int]:
-    body = {"code": code, "message": message, "request_id": g.get("request_id", "")}
+def _error(status: int, message: str, code: str | None = None) -> tuple[Response, int]:
+    """Neon's error body; ``code`` defaults to the status's own (never empty)."""
+    body = {
+        "code": code or code_for(status),
+        "message": message,
+        "request_id": g.get("request_id", ""),
+    }
     response = jsonify(body)
     if status == 429:
         response.headers["Retry-After"] = "1"
@@ -359,7 +366,7 @@ class _Faults:
                     423: "project is locked by another operation (fault mode)",
                     503: "service unavailable (fault mode)",
                 }
-                return _error(status, messages[status], "")
+                return _error(status, messages[status])
             roll -= rate
         # A drop before the work: the request never took effect.
         if self.random.random() < s.rate_drop / 2:

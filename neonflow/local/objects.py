@@ -13,7 +13,9 @@ import psycopg
 from flask import Blueprint, Response, jsonify, request
 from psycopg import sql
 
-from neonflow.local.engine import ApiError, LocalNeon, not_found
+from neonflow.local import records, shapes
+from neonflow.local.engine import LocalNeon
+from neonflow.local.errors import DATABASE_EXISTS, ROLE_EXISTS, ApiError, not_found
 from neonflow.local.postgres import new_password
 from neonflow.local.scram import internal_password
 from neonflow.times import now
@@ -44,9 +46,9 @@ class Objects:
     def _finished(
         self, action: str, branch_id: str, endpoint_id: str | None = None
     ) -> dict[str, Any]:
-        op = self.neon._new_operation(action, branch_id, endpoint_id)
+        op = self.neon.operations.new(action, branch_id, endpoint_id)
         op.update(status="finished", updated_at=now())
-        return self.neon.operation_json(op)
+        return self.neon.operations.json(op)
 
     def _execute(self, statement: sql.Composed, database: str = "postgres") -> None:
         try:
@@ -96,14 +98,14 @@ class Objects:
         name = self._name(spec.get("name"), "database")
         owner = self._name(spec.get("owner_name"), "owner")
         neon = self.neon
-        with neon._mutation():
-            branch = neon._branch(branch_id)
-            neon._check_unlocked(branch_id)
+        with records.mutation(neon.store):
+            branch = records.branch(neon.store, branch_id)
+            neon.operations.check_unlocked(branch_id)
             if any(d["name"] == name for d in branch["_databases"]):
-                raise ApiError(409, f"database {name!r} already exists", "DATABASE_EXISTS")
+                raise ApiError(409, f"database {name!r} already exists", DATABASE_EXISTS)
             if owner not in neon.store.roles:
                 raise not_found(f"role {owner}")
-            db = neon._database_record(branch_id, name, owner)
+            db = records.new_database(branch_id, name, owner)
             if len(db["physical"].encode()) > 63:
                 raise ApiError(400, f"database name {name!r} is too long for the local Neon")
             self._execute(
@@ -113,7 +115,7 @@ class Objects:
             )
             branch["_databases"].append(db)
             out = {
-                "database": neon.database_json(branch_id, db),
+                "database": shapes.database_json(branch_id, db),
                 "operations": [self._finished("apply_config", branch_id)],
             }
             return out
@@ -121,9 +123,9 @@ class Objects:
     def update_database(self, branch_id: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         spec = self._spec(body, "database")
         neon = self.neon
-        with neon._mutation():
-            branch = neon._branch(branch_id)
-            neon._check_unlocked(branch_id)
+        with records.mutation(neon.store):
+            branch = records.branch(neon.store, branch_id)
+            neon.operations.check_unlocked(branch_id)
             db = self._database(branch, name)
             if "owner_name" in spec:
                 owner = self._name(spec["owner_name"], "owner")
@@ -138,10 +140,10 @@ class Objects:
             if "name" in spec and spec["name"] != name:
                 new = self._name(spec["name"], "database")
                 if any(d["name"] == new for d in branch["_databases"]):
-                    raise ApiError(409, f"database {new!r} already exists", "DATABASE_EXISTS")
-                physical = neon._database_record(branch_id, new, db["owner_name"])["physical"]
+                    raise ApiError(409, f"database {new!r} already exists", DATABASE_EXISTS)
+                physical = records.new_database(branch_id, new, db["owner_name"])["physical"]
                 with psycopg.connect(neon.pg.dsn(), autocommit=True) as conn:
-                    with neon._no_connections(conn, db["physical"]):
+                    with neon.cluster.no_connections(conn, db["physical"]):
                         conn.execute(
                             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                                 sql.Identifier(db["physical"]), sql.Identifier(physical)
@@ -155,16 +157,16 @@ class Objects:
                 db.update(name=new, physical=physical)
             db["updated_at"] = now()
             out = {
-                "database": neon.database_json(branch_id, db),
+                "database": shapes.database_json(branch_id, db),
                 "operations": [self._finished("apply_config", branch_id)],
             }
             return out
 
     def delete_database(self, branch_id: str, name: str) -> dict[str, Any]:
         neon = self.neon
-        with neon._mutation():
-            branch = neon._branch(branch_id)
-            neon._check_unlocked(branch_id)
+        with records.mutation(neon.store):
+            branch = records.branch(neon.store, branch_id)
+            neon.operations.check_unlocked(branch_id)
             db = self._database(branch, name)
             self._execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -173,7 +175,7 @@ class Objects:
             )
             branch["_databases"].remove(db)
             out = {
-                "database": neon.database_json(branch_id, db),
+                "database": shapes.database_json(branch_id, db),
                 "operations": [self._finished("apply_config", branch_id)],
             }
             return out
@@ -185,10 +187,10 @@ class Objects:
         name = self._name(spec.get("name"), "role")
         login = not spec.get("no_login", False)
         neon = self.neon
-        with neon._mutation():
-            neon._branch(branch_id)
+        with records.mutation(neon.store):
+            records.branch(neon.store, branch_id)
             if name in neon.store.roles:
-                raise ApiError(409, f"role {name!r} already exists", "ROLE_EXISTS")
+                raise ApiError(409, f"role {name!r} already exists", ROLE_EXISTS)
             self._execute(
                 sql.SQL("CREATE ROLE {} {} CREATEDB PASSWORD {}").format(
                     sql.Identifier(name),
@@ -206,13 +208,13 @@ class Objects:
 
     def delete_role(self, branch_id: str, name: str) -> dict[str, Any]:
         neon = self.neon
-        with neon._mutation():
-            neon._branch(branch_id)
+        with records.mutation(neon.store):
+            records.branch(neon.store, branch_id)
             if name not in neon.store.roles:
                 raise not_found(f"role {name}")
             owned = [
                 db["name"]
-                for b in neon._live_branches()
+                for b in records.live_branches(neon.store)
                 for db in b["_databases"]
                 if db["owner_name"] == name
             ]
@@ -232,8 +234,8 @@ class Objects:
 
     def reset_password(self, branch_id: str, name: str) -> dict[str, Any]:
         neon = self.neon
-        with neon._mutation():
-            neon._branch(branch_id)
+        with records.mutation(neon.store):
+            records.branch(neon.store, branch_id)
             role = neon.store.roles.get(name)
             if role is None:
                 raise not_found(f"role {name}")
@@ -249,12 +251,14 @@ class Objects:
     def update_endpoint(self, endpoint_id: str, body: dict[str, Any]) -> dict[str, Any]:
         spec = self._spec(body, "endpoint")
         neon = self.neon
-        with neon._mutation():
-            endpoint = neon._endpoint(endpoint_id)
+        with records.mutation(neon.store):
+            endpoint = records.endpoint(neon.store, endpoint_id)
             target = spec.get("branch_id", endpoint["branch_id"])
             if target != endpoint["branch_id"]:
-                neon._branch(target)
-                if endpoint["type"] == "read_write" and neon._read_write_endpoint(target):
+                records.branch(neon.store, target)
+                if endpoint["type"] == "read_write" and records.read_write_endpoint(
+                    neon.store, target
+                ):
                     raise ApiError(409, f"branch {target} already has a read_write endpoint")
             for key in ("disabled", "passwordless_access", "pooler_enabled"):
                 if key in spec and not isinstance(spec[key], bool):
@@ -264,20 +268,19 @@ class Objects:
                     endpoint[key] = spec[key]
             endpoint.update(branch_id=target, updated_at=now())
             out = {
-                "endpoint": neon.endpoint_json(endpoint),
+                "endpoint": neon.computes.endpoint_json(endpoint),
                 "operations": [self._finished("apply_config", target, endpoint_id)],
             }
             return out
 
     def delete_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         neon = self.neon
-        with neon._mutation():
-            endpoint = neon._endpoint(endpoint_id)
+        with records.mutation(neon.store):
+            endpoint = records.endpoint(neon.store, endpoint_id)
             del neon.store.endpoints[endpoint_id]
-            if neon.hosts is not None:
-                neon.hosts.release(endpoint_id)
+            neon.computes.release([endpoint_id])
             out = {
-                "endpoint": neon.endpoint_json(endpoint),
+                "endpoint": neon.computes.endpoint_json(endpoint),
                 "operations": [
                     self._finished("suspend_compute", endpoint["branch_id"], endpoint_id)
                 ],
@@ -286,14 +289,14 @@ class Objects:
 
     def restart_endpoint(self, endpoint_id: str) -> dict[str, Any]:
         neon = self.neon
-        with neon._mutation():
-            endpoint = neon._endpoint(endpoint_id)
+        with records.mutation(neon.store):
+            endpoint = records.endpoint(neon.store, endpoint_id)
             endpoint.update(current_state="active", started_at=now(), updated_at=now())
             ops = [
                 self._finished(action, endpoint["branch_id"], endpoint_id)
                 for action in ("suspend_compute", "start_compute")
             ]
-            return {"endpoint": neon.endpoint_json(endpoint), "operations": ops}
+            return {"endpoint": neon.computes.endpoint_json(endpoint), "operations": ops}
 
 
 def _body() -> dict[str, Any]:
@@ -335,7 +338,7 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
     @api.post(f"{branch}/roles/<name>/reveal_password")
     def reveal_password_post(branch_id: str, name: str) -> Response:
         # An official SDK sends POST; Neon answers it as GET.
-        return jsonify(neon.reveal_password(branch_id, name))
+        return jsonify(neon.computes.reveal_password(branch_id, name))
 
     @api.patch(f"{PROJECT}/endpoints/<endpoint_id>")
     def update_endpoint(endpoint_id: str) -> Response:

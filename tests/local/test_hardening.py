@@ -28,7 +28,7 @@ from typer.testing import CliRunner, Result
 from werkzeug.serving import make_server
 
 from neonflow.cli.main import app
-from neonflow.local import engine as engine_module
+from neonflow.local import cluster as cluster_module
 from neonflow.local import store as store_module
 from neonflow.local.api import create_api
 from neonflow.local.engine import LocalNeon
@@ -299,7 +299,7 @@ def test_copies_the_disk_cannot_hold_fail_before_postgresql_would(
         conn.execute("CREATE TABLE kept (v text)")
     real_usage = shutil.disk_usage
     monkeypatch.setattr(
-        engine_module.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=4096)
+        cluster_module.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=4096)
     )
 
     response = api.post("/branches", json={"branch": {"name": "no-room"}})
@@ -316,7 +316,7 @@ def test_copies_the_disk_cannot_hold_fail_before_postgresql_would(
         assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,), "not reset"
     assert harness.physical() == harness.recorded()
 
-    monkeypatch.setattr(engine_module.shutil, "disk_usage", real_usage)  # space returns
+    monkeypatch.setattr(cluster_module.shutil, "disk_usage", real_usage)  # space returns
     create(api, "no-room")
     response = api.post(f"/branches/{feature_id}/restore", json={"source_branch_id": main_id})
     assert [op["status"] for op in wait(api, response.json()["operations"])] == ["finished"]

@@ -207,6 +207,8 @@ class Checked:
         assert response.status_code == status, (method, url, response.status_code, response.text)
         problems = spec().response_problems(method, template, response)
         assert not problems, f"{method} {url} -> {status}: {problems}"
+        if status >= 400:
+            assert response.json()["code"], f"{method} {url} -> {status}: an empty code"
         if status < 300:
             self.seen.add((method, template))
         return response.json() if response.content else None
