@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from neonflow.local.service import LocalNeonInfo
-from tests.test_local_openapi import spec
+from tests.local.test_openapi import spec
 
 P = "/api/v2/projects/{p}"
 B = f"{P}/branches/{{main}}"
