@@ -70,8 +70,8 @@ def handle_errors(fn: F) -> F:
 
 def error_kind(exc: NeonflowError) -> str:
     """The error's class as a stable snake_case word: ``NotFoundError`` -> ``not_found``."""
-    # A private subclass (the client's "outcome unknown") reports as its public parent.
-    cls = next(c for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+    # A subclass of the client's own ("outcome unknown") reports as the public class it is.
+    cls = next(c for c in type(exc).__mro__ if c.__module__ == "neonflow.errors")
     name = cls.__name__.removesuffix("Error")
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
