@@ -105,7 +105,7 @@ def _subclasses(cls: type) -> list[type]:
 
 
 PUBLIC = sorted(
-    (c for c in _subclasses(errors.NeonflowError) if not c.__name__.startswith("_")),
+    (c for c in _subclasses(errors.NeonflowError) if c.__module__ == "neonflow.errors"),
     key=lambda c: c.__name__,
 )
 
