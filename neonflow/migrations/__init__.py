@@ -11,6 +11,18 @@
 
 from __future__ import annotations
 
-from neonflow.migrations.project import Project, multiple_heads
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from neonflow.migrations.project import Project, multiple_heads
 
 __all__ = ["Project", "multiple_heads"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the Alembic process (neonflow.migrations.worker) starts without reading projects.
+    if name in __all__:
+        from neonflow.migrations import project
+
+        return getattr(project, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
