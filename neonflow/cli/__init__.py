@@ -19,6 +19,9 @@ def _migrates(args: list[str]) -> bool:
 
 def _start_early() -> None:
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program == "-m":  # `python -m neonflow.cli.main …`, while this package imports
+        module = sys.orig_argv[sys.orig_argv.index("-m") + 1] if "-m" in sys.orig_argv else ""
+        program = "main.py" if module == "neonflow.cli.main" else program
     if program not in ("neonflow", "main.py", "__main__.py") or not _migrates(sys.argv[1:]):
         return
     if "-v" in sys.argv[1:] or "--verbose" in sys.argv[1:]:
