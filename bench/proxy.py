@@ -1,21 +1,32 @@
 """Benchmark: the local Neon's proxy (TLS, SCRAM-PLUS, routing) beside PostgreSQL direct.
 
 Same role, same physical database: once through the URI the API hands back (the endpoint's own
-address, ``sslmode=require&channel_binding=require``), once straight to the embedded PostgreSQL
-with the proxy's internal password (no TLS: the wheel's PostgreSQL has none). Budget: at most
-1.2x on the query loop and at most 5 ms added per connect.
+address, ``sslmode=require&channel_binding=require``: TLS, as every user has it), once straight to
+the embedded PostgreSQL over loopback TCP with the proxy's internal password and no TLS (the
+wheel's PostgreSQL is built without OpenSSL: there is no direct side with TLS to compare). And,
+as the floor, through bench/tls_relay.py: TLS and the same Unix socket, nothing else (what any
+TLS front door to this PostgreSQL costs). The sides take turns in one run (the query loops every 250
+queries), in an order rotated each turn; medians, and the load average, as this runs on shared
+machines. Budget: at most
+1.2x on the query loop and 5 ms added per connect.
 
-    python bench/proxy.py [--queries 10000] [--copy-mb 100] [--connects 30]
+    python bench/proxy.py [--queries 10000] [--rounds 5] [--copy-mb 100] [--connects 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import psycopg
-from common import local_project, timed
+from common import local_project
 
 from neonflow.local.paths import StatePaths, read_json
 from neonflow.local.scram import internal_password
@@ -24,12 +35,29 @@ from neonflow.neon import NeonClient
 ROLE, DB = "neondb_owner", "neondb"
 
 
-def query_loop(uri: str, queries: int) -> float:
-    with psycopg.connect(uri, autocommit=True) as conn:
-        started = time.perf_counter()
-        for i in range(queries):
-            conn.execute("SELECT %s::int", (i,)).fetchone()
-        return time.perf_counter() - started
+def connect(uri: str) -> float:
+    started = time.perf_counter()
+    psycopg.connect(uri).close()
+    return time.perf_counter() - started
+
+
+def query_loops(uris: list[str], queries: int, block: int = 250) -> list[float]:
+    """A loop of ``queries`` small queries on each side, the sides taking turns every ``block``.
+
+    So a burst of load on the machine falls on every side alike, not on whichever loop it hits.
+    """
+    with ExitStack() as stack:
+        conns = [stack.enter_context(psycopg.connect(uri, autocommit=True)) for uri in uris]
+        times = [0.0] * len(conns)
+        for turn, start in enumerate(range(0, queries, block)):
+            for k in range(len(conns)):
+                side = (turn + k) % len(conns)
+                conn = conns[side]
+                started = time.perf_counter()
+                for i in range(start, min(start + block, queries)):
+                    conn.execute("SELECT %s::int", (i,)).fetchone()
+                times[side] += time.perf_counter() - started
+        return times
 
 
 def copy_in(uri: str, megabytes: int) -> float:
@@ -47,14 +75,40 @@ def copy_in(uri: str, megabytes: int) -> float:
         return elapsed
 
 
+def interleaved(measure: Callable[[str], float], uris: list[str], rounds: int) -> list[list[float]]:
+    """``rounds`` times each side, taking turns, the order rotated every round."""
+    times: list[list[float]] = [[] for _ in uris]
+    for i in range(rounds):
+        for k in range(len(uris)):
+            side = (i + k) % len(uris)
+            times[side].append(measure(uris[side]))
+    return times
+
+
+@contextmanager
+def tls_relay(state_dir: Path, backend: Path) -> Iterator[int]:
+    """bench/tls_relay.py in a process of its own; its port."""
+    script = Path(__file__).with_name("tls_relay.py")
+    cmd = [sys.executable, str(script), str(state_dir / "tls"), str(backend)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as relay:
+        try:
+            assert relay.stdout is not None
+            yield int(relay.stdout.readline())
+        finally:
+            relay.kill()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--queries", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="query loops and COPYs per side")
     parser.add_argument("--copy-mb", type=int, default=100)
     parser.add_argument("--connects", type=int, default=30)
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with local_project("nf-bench-proxy-") as (_, _settings, info):
-        config = read_json(StatePaths(info.state_dir).config)
+        state = StatePaths(info.state_dir)
+        config = read_json(state.config)
         with NeonClient(info.api_host, info.token, info.project_id) as client:
             main_id = next(b.id for b in client.list_branches() if b.default)
             proxied = client.connection_uri(main_id, DB, ROLE)
@@ -62,35 +116,44 @@ def main() -> None:
             row = conn.execute("SELECT current_database()").fetchone()
             assert row is not None
             physical = row[0]
-        direct = (
-            f"host=127.0.0.1 port={config['pg_port']} dbname={physical} user={ROLE} "
-            f"password={internal_password(config['pg_password'], ROLE)} sslmode=disable"
+        login = (
+            f"dbname={physical} user={ROLE} "
+            f"password={internal_password(config['pg_password'], ROLE)}"
         )
-
-        def connect(uri: str) -> None:
-            psycopg.connect(uri).close()
-
-        med = statistics.median
-        rows = []
-        for _ in range(3):  # warm both paths (the proxy caches its SCRAM keys)
-            connect(direct)
-            connect(proxied)
-        c_direct = med(timed(lambda: connect(direct), args.connects))
-        c_proxy = med(timed(lambda: connect(proxied), args.connects))
-        rows.append(("connect (median)", c_direct, c_proxy))
-        l_direct = min(query_loop(direct, args.queries) for _ in range(3))
-        l_proxy = min(query_loop(proxied, args.queries) for _ in range(3))
-        rows.append((f"{args.queries} small queries (best of 3)", l_direct, l_proxy))
-        p_direct = copy_in(direct, args.copy_mb)
-        p_proxy = copy_in(proxied, args.copy_mb)
-        rows.append((f"COPY {args.copy_mb} MB in", p_direct, p_proxy))
-
-    print()
-    print(f"{'measure':36} {'direct':>10} {'proxy':>10} {'ratio':>8}")
-    for label, d, p in rows:
-        print(f"{label:36} {d:9.4f}s {p:9.4f}s {p / d:7.2f}x")
-    print(f"added per connect: {(c_proxy - c_direct) * 1000:.2f} ms (budget 5 ms)")
-    print(f"query loop ratio: {l_proxy / l_direct:.2f}x (budget 1.2x)")
+        direct = f"host=127.0.0.1 port={config['pg_port']} {login} sslmode=disable"
+        backend = state.root / "run" / f".s.PGSQL.{config['pg_port']}"
+        with tls_relay(state.root, backend) as port:
+            uris = [direct, f"host=127.0.0.1 port={port} {login} sslmode=require", proxied]
+            interleaved(connect, uris, 6)  # warm every path (the proxy caches SCRAM keys)
+            connects = interleaved(connect, uris, args.connects)
+            loops = [query_loops(uris, args.queries) for _ in range(args.rounds)]
+            measured = [
+                (f"connect (median of {args.connects})", connects),
+                (
+                    f"{args.queries} small queries (median of {args.rounds})",
+                    [list(side) for side in zip(*loops, strict=True)],
+                ),
+                (
+                    f"COPY {args.copy_mb} MB in (median of {args.rounds})",
+                    interleaved(lambda uri: copy_in(uri, args.copy_mb), uris, args.rounds),
+                ),
+            ]
+    load_after = os.getloadavg()
+    med = statistics.median
+    print(
+        "\ndirect: loopback TCP, no TLS (this PostgreSQL has none); floor: bench/tls_relay.py "
+        "(TLS, one hop);\nproxy: the API's URI (TLS, SCRAM-SHA-256-PLUS, routing)"
+    )
+    print(f"{'measure':40} {'direct':>9} {'floor':>9} {'proxy':>9}  proxy/direct  floor/direct")
+    for label, (d, f, p) in measured:
+        print(
+            f"{label:40} {med(d):8.4f}s {med(f):8.4f}s {med(p):8.4f}s  "
+            f"{med(p) / med(d):11.2f}x  {med(f) / med(d):11.2f}x"
+        )
+    (c_direct, _, c_proxy), (l_direct, _, l_proxy) = measured[0][1], measured[1][1]
+    print(f"added per connect: {(med(c_proxy) - med(c_direct)) * 1000:.2f} ms (budget 5 ms)")
+    print(f"query loop: {med(l_proxy) / med(l_direct):.2f}x (budget 1.2x)")
+    print(f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after")
 
 
 if __name__ == "__main__":

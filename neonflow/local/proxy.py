@@ -10,7 +10,7 @@ port of its own where that cannot be bound), so the URI a Neon client builds fro
 3. Neon's database name mapped to the branch's physical database; the proxy logs in to the
    embedded PostgreSQL as the same role with an internal password (PostgreSQL refuses the API's).
 4. Then bytes are piped both ways. Cancel keys are the proxy's own, mapped to the backend's; on a
-   read_only endpoint the pipe reads messages so that the session stays read-only.
+   read_only endpoint the pipe looks at the messages that could make the session writable.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import psycopg
 from psycopg import sql
@@ -62,6 +62,9 @@ _READ_WRITE = re.compile(
     r'|\bu&"',  # a Unicode-escaped identifier could spell transaction_read_only
     re.IGNORECASE | re.DOTALL,
 )
+_PARAMETER = re.compile(rb"\$(\d{1,5})\b")
+_MAX_PARAMETERS = 65535  # what the protocol's count holds
+_TEXT = 25  # the OID of text
 _REFUSE_READ_WRITE = (
     "DO $neonflow$ BEGIN RAISE EXCEPTION USING ERRCODE = '25006', "
     "MESSAGE = 'cannot set transaction read-write mode during recovery'; END $neonflow$"
@@ -93,16 +96,23 @@ def _auth(code: int, data: bytes = b"") -> bytes:
     return _message(b"R", struct.pack("!I", code) + data)
 
 
+class Filter(NamedTuple):
+    """The messages of ``kinds`` go through ``rewrite`` (None ends the session); the rest as is."""
+
+    kinds: frozenset[int]
+    rewrite: Callable[[bytes, bytes], bytes | None]
+
+
 class Pipe(asyncio.Protocol):
     """One side of a session: awaitable reads during the handshake, then a pipe to ``peer``.
 
-    When ``inspect`` is set the pipe hands it whole messages instead of raw bytes.
+    With a ``filter`` the pipe cuts what arrives into messages and passes whole ones only.
     """
 
     def __init__(self, on_open: Callable[[Pipe], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: Pipe | None = None
-        self.inspect: Callable[[bytes, bytes], bytes | None] | None = None
+        self.filter: Filter | None = None
         self.on_close: Callable[[], None] | None = None
         self.closed = False
         self._on_open = on_open
@@ -123,7 +133,7 @@ class Pipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
-        if peer is not None and self.inspect is None:
+        if peer is not None and self.filter is None:
             peer.write(data)
             return
         self._buffer += data
@@ -195,26 +205,29 @@ class Pipe(asyncio.Protocol):
             self._drain_to(peer)
 
     def _drain_to(self, peer: Pipe) -> None:
-        if self.inspect is None:
-            peer.write(bytes(self._buffer))
-            self._buffer.clear()
+        buf, filter_ = self._buffer, self.filter
+        if filter_ is None:
+            peer.write(bytes(buf))
+            buf.clear()
             return
-        out = bytearray()
-        buf = self._buffer
-        at = (
-            0  # consumed once at the end: a big read of many rows must not shift the rest each time
-        )
+        # Only the messages the filter looks at are cut out; runs of the others (a big result's
+        # rows) are passed on uncopied, and the buffer is consumed once at the end.
+        out, passed, at = bytearray(), 0, 0
         while len(buf) - at >= 5:
             (length,) = struct.unpack_from("!I", buf, at + 1)
-            if len(buf) - at < 1 + length:
+            end = at + 1 + length
+            if len(buf) < end:
                 break
-            kind, body = bytes(buf[at : at + 1]), bytes(buf[at + 5 : at + 1 + length])
-            at += 1 + length
-            kept = self.inspect(kind, body)
-            if kept is None:
-                self.close()
-                return
-            out += kept
+            if buf[at] in filter_.kinds:
+                kept = filter_.rewrite(bytes(buf[at : at + 1]), bytes(buf[at + 5 : end]))
+                if kept is None:
+                    self.close()
+                    return
+                out += buf[passed:at]
+                out += kept
+                passed = end
+            at = end
+        out += buf[passed:at]
         del buf[:at]
         if out:
             peer.write(bytes(out))
@@ -244,11 +257,24 @@ def _refuse_read_write(kind: bytes, body: bytes) -> bytes:
         name, _, rest = body.partition(b"\0")
         query, _, params = rest.partition(b"\0")
         if _READ_WRITE.search(query.decode(errors="replace")):
-            # Typed as text: PostgreSQL cannot infer a type for parameters its refusal ignores.
-            (count,) = struct.unpack_from("!H", params) if len(params) >= 2 else (0,)
-            typed = struct.pack("!H", count) + struct.pack("!I", 25) * count
+            typed = _parameter_types(query, params)
             return _message(b"P", name + b"\0" + _REFUSE_READ_WRITE.encode() + b"\0" + typed)
     return _message(kind, body)
+
+
+def _parameter_types(query: bytes, params: bytes) -> bytes:
+    """The refusal's parameter types: one for each parameter the client will bind.
+
+    As many as the query uses (a client need not type them all), of the client's types where
+    given, else text: PostgreSQL cannot infer a type for a parameter the refusal ignores.
+    """
+    (count,) = struct.unpack_from("!H", params) if len(params) >= 2 else (0,)
+    given = (
+        list(struct.unpack_from(f"!{count}I", params, 2)) if len(params) >= 2 + 4 * count else []
+    )
+    used = min(max(map(int, _PARAMETER.findall(query)), default=0), _MAX_PARAMETERS)
+    types = [oid or _TEXT for oid in given] + [_TEXT] * (used - len(given))
+    return struct.pack(f"!H{len(types)}I", len(types), *types)
 
 
 def _stay_read_only(kind: bytes, body: bytes) -> bytes | None:
@@ -260,13 +286,19 @@ def _stay_read_only(kind: bytes, body: bytes) -> bytes | None:
     return _message(kind, body)
 
 
+# On a read_only endpoint: what a client sends that could make the session writable (simple and
+# extended queries), and what PostgreSQL says when it became so (ParameterStatus).
+_READ_ONLY_CLIENT = Filter(frozenset(b"QP"), _refuse_read_write)
+_READ_ONLY_SERVER = Filter(frozenset(b"S"), _stay_read_only)
+
+
 class Proxy:
     """The front door: one listener per endpoint, run on an asyncio loop of its own thread."""
 
     def __init__(self, neon: LocalNeon, certificates: Certificates) -> None:
         self.neon = neon
         self.certificates = certificates
-        self.loop = _new_loop()
+        self.loop = new_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="proxy")
         self._servers: dict[str, asyncio.Server] = {}
         self._sockets: dict[str, socket.socket] = {}
@@ -513,8 +545,7 @@ class Proxy:
             raise
         client.write(welcome)
         if read_only:
-            client.inspect = _refuse_read_write
-            pg.inspect = _stay_read_only
+            client.filter, pg.filter = _READ_ONLY_CLIENT, _READ_ONLY_SERVER
         client.pipe_to(pg)
         pg.pipe_to(client)
         if client.closed:
@@ -676,7 +707,7 @@ def _discard(task: asyncio.Future[tuple[Pipe, bytes]]) -> None:
         task.result()[0].close()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_loop() -> asyncio.AbstractEventLoop:
     """uvloop where it installs (its TLS and sockets cost less per message), else asyncio's."""
     try:
         import uvloop

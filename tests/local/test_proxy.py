@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from neonflow.local import service
@@ -160,13 +160,19 @@ def test_no_other_branch_is_reachable(api: httpx.Client, two: Any, local_neon: L
     assert "password authentication failed" in refused(direct)
 
 
-def test_read_only_endpoint_refuses_writes(api: httpx.Client, two: Any):
+@pytest.fixture(scope="module")
+def read_only(api: httpx.Client, two: Any) -> str:
+    """The URI of a read_only endpoint on the first branch."""
     a, _ = two
     made = api.post("/endpoints", json={"endpoint": {"branch_id": a["id"], "type": "read_only"}})
     assert made.status_code == 201, made.text
     wait(api, made.json()["operations"])
-    endpoint = made.json()["endpoint"]
-    uri = built(endpoint, password(api, a["id"]))
+    return built(made.json()["endpoint"], password(api, a["id"]))
+
+
+def test_read_only_endpoint_refuses_writes(two: Any, read_only: str):
+    a, _ = two
+    uri = read_only
     assert labels(uri) == {a["name"]}
     with psycopg.connect(uri, autocommit=True) as conn:
         with pytest.raises(errors.ReadOnlySqlTransaction):
@@ -194,6 +200,35 @@ def test_read_only_endpoint_refuses_writes(api: httpx.Client, two: Any):
         conn.execute("INSERT INTO items VALUES ('never')")
     conn.close()
     assert labels(uri) == {a["name"]}
+
+
+def test_read_only_refusal_among_messages_sent_together(two: Any, read_only: str):
+    """A pipeline sent in one write: the statement that would make the session writable is
+    refused where it stands, the one before it ran, and the session stays read-only."""
+    a, _ = two
+    with psycopg.connect(read_only, autocommit=True) as conn:
+        pg = conn.pgconn
+        pg.nonblocking = 0  # libpq then sends the whole pipeline at the sync, in one write
+        pg.enter_pipeline_mode()
+        pg.send_query_params(b"SELECT label FROM items", None)
+        pg.send_query_params(b"SET default_transaction_read_only = $1", [b"off"])
+        pg.send_query_params(b"SELECT 2", None)
+        pg.pipeline_sync()
+        results = []
+        while (result := pg.get_result()) is None or result.status != pq.ExecStatus.PIPELINE_SYNC:
+            if result is not None:
+                value = result.get_value(0, 0) if result.ntuples else None
+                results.append(
+                    (result.status, result.error_field(pq.DiagnosticField.SQLSTATE), value)
+                )
+        pg.exit_pipeline_mode()
+        pg.nonblocking = 1
+        assert results == [
+            (pq.ExecStatus.TUPLES_OK, None, a["name"].encode()),
+            (pq.ExecStatus.FATAL_ERROR, b"25006", None),
+            (pq.ExecStatus.PIPELINE_ABORTED, None, None),
+        ]
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
 
 
 def test_cancel_reaches_the_right_backend(two: Any):
