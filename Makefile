@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/branch_clone.py
 	$(BIN)/python bench/start.py
 	$(BIN)/python bench/check.py
+	$(BIN)/python bench/list.py
+	$(BIN)/python bench/proxy.py
 
 clean:
 	-$(BIN)/neonflow local down
