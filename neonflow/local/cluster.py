@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from neonflow import polling
 from neonflow.local.postgres import EmbeddedPostgres, bin_dir
 
 WAL_LOG_BELOW_BYTES = 32 * 1024 * 1024
@@ -191,16 +191,17 @@ class Cluster:
         ident = sql.Identifier(database)
         conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
         try:
-            deadline = time.monotonic() + 10
-            while True:
+
+            def none_left() -> bool | None:
                 row = conn.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()",
                     (database,),
                 ).fetchone()
-                if not row or row[0] == 0 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
+                return True if not row or row[0] == 0 else None
+
+            # Sessions still ending after 10 s: the copy itself then says what holds it.
+            polling.until(none_left, 10, interval=0.01, max_interval=0.01)
             yield conn
         finally:
             if self._exists(conn, database):
