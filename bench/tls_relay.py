@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import cast
 
-from neonflow.local.proxy import Pipe, new_loop
+from neonflow.local.relay import Pipe, new_loop
 from neonflow.local.tls import Certificates
 
 

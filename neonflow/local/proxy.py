@@ -11,6 +11,11 @@ port of its own where that cannot be bound), so the URI a Neon client builds fro
    embedded PostgreSQL as the same role with an internal password (PostgreSQL refuses the API's).
 4. Then bytes are piped both ways. Cancel keys are the proxy's own, mapped to the backend's; on a
    read_only endpoint the pipe looks at the messages that could make the session writable.
+
+This module holds the ``Proxy``: its listeners and their addresses, and a session's handshake
+and routing. The pieces it puts together live beside it: ``wire`` (protocol messages),
+``relay`` (``Pipe`` and the read-only filters), ``frontdoor_auth`` (SCRAM with the client) and
+``backends`` (the login to PostgreSQL, cancel keys).
 """
 
 from __future__ import annotations
@@ -21,27 +26,30 @@ import hashlib
 import ipaddress
 import logging
 import re
-import secrets
 import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from psycopg import sql
 
-from neonflow.local.scram import (
-    MECHANISM,
-    MECHANISM_PLUS,
-    ClientExchange,
-    ScramError,
-    ServerExchange,
-    Verifier,
-    internal_password,
-)
+from neonflow.local.backends import Backends, Forward, discard
+from neonflow.local.frontdoor_auth import ClientAuth
+from neonflow.local.relay import READ_ONLY_CLIENT, READ_ONLY_SERVER, Pipe, new_loop
+from neonflow.local.scram import internal_password
 from neonflow.local.tls import Certificates, ServerTLS
+from neonflow.local.wire import (
+    CANCEL_REQUEST,
+    GSSENC_REQUEST,
+    PROTOCOL_3_0,
+    SSL_REQUEST,
+    Refused,
+    error_message,
+    frame,
+    parse_startup,
+)
 
 if TYPE_CHECKING:
     from neonflow.local.engine import LocalNeon
@@ -49,247 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("neonflow.local.proxy")
 
 NEON_PORT = 5432
-SSL_REQUEST = 80877103
-GSSENC_REQUEST = 80877104
-CANCEL_REQUEST = 80877102
-PROTOCOL_3_0 = 3 << 16
-_MAX_STARTUP = 10_000
 _INSECURE = "connection is insecure (try using `sslmode=require`)"
 _ROUTING = re.compile(r"(?:^|\s)(endpoint|project)=(\S*)")
-# Statements that would make a read_only session writable (the rest PostgreSQL refuses itself).
-_READ_WRITE = re.compile(
-    r"\bread(?:\s|/\*.*?\*/|--[^\n]*\n)+write\b|\b(?:set|reset)\b[^;]*transaction_read_only"
-    r'|\bu&"',  # a Unicode-escaped identifier could spell transaction_read_only
-    re.IGNORECASE | re.DOTALL,
-)
-_PARAMETER = re.compile(rb"\$(\d{1,5})\b")
-_MAX_PARAMETERS = 65535  # what the protocol's count holds
-_TEXT = 25  # the OID of text
-_REFUSE_READ_WRITE = (
-    "DO $neonflow$ BEGIN RAISE EXCEPTION USING ERRCODE = '25006', "
-    "MESSAGE = 'cannot set transaction read-write mode during recovery'; END $neonflow$"
-)
-
-
-class Refused(Exception):
-    """A session refused with PostgreSQL's ``FATAL`` error (SQLSTATE ``code``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def error_message(code: str, message: str, severity: str = "FATAL") -> bytes:
-    fields = b"".join(
-        tag + value.encode() + b"\0"
-        for tag, value in ((b"S", severity), (b"V", severity), (b"C", code), (b"M", message))
-    )
-    return _message(b"E", fields + b"\0")
-
-
-def _message(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("!I", len(body) + 4) + body
-
-
-def _auth(code: int, data: bytes = b"") -> bytes:
-    return _message(b"R", struct.pack("!I", code) + data)
-
-
-class Filter(NamedTuple):
-    """The messages of ``kinds`` go through ``rewrite`` (None ends the session); the rest as is."""
-
-    kinds: frozenset[int]
-    rewrite: Callable[[bytes, bytes], bytes | None]
-
-
-class Pipe(asyncio.Protocol):
-    """One side of a session: awaitable reads during the handshake, then a pipe to ``peer``.
-
-    With a ``filter`` the pipe cuts what arrives into messages and passes whole ones only.
-    """
-
-    def __init__(self, on_open: Callable[[Pipe], None] | None = None) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.peer: Pipe | None = None
-        self.filter: Filter | None = None
-        self.on_close: Callable[[], None] | None = None
-        self.closed = False
-        self._on_open = on_open
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[None] | None = None
-
-    # -- asyncio.Protocol ------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and sock.family != socket.AF_UNIX:
-            # asyncio sets this only on sockets made with IPPROTO_TCP; without it every small
-            # write (a TLS flight, a query's answer) waits out the peer's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._on_open is not None:
-            self._on_open(self)
-
-    def data_received(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and self.filter is None:
-            peer.write(data)
-            return
-        self._buffer += data
-        if peer is not None:
-            self._drain_to(peer)
-        elif self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        if self.peer is not None:
-            self.peer.close()
-        if self.on_close is not None:
-            self.on_close()
-            self.on_close = None
-
-    def pause_writing(self) -> None:
-        # The other side writes into us: let it wait until our buffer drains (a big COPY).
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.resume_reading()
-
-    # -- the handshake's side --------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    async def read(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            if self.closed:
-                raise ConnectionResetError("the other side closed the connection")
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    async def startup_packet(self) -> bytes:
-        """A packet without a type byte (``StartupMessage``, ``SSLRequest``, ``CancelRequest``)."""
-        (length,) = struct.unpack("!I", await self.read(4))
-        if not 8 <= length <= _MAX_STARTUP:
-            raise Refused("08P01", "invalid length of startup packet")
-        return await self.read(length - 4)
-
-    async def message(self) -> tuple[bytes, bytes]:
-        header = await self.read(5)
-        (length,) = struct.unpack("!I", header[1:])
-        if length < 4:
-            raise Refused("08P01", "invalid message length")
-        return header[:1], await self.read(length - 4)
-
-    def pipe_to(self, peer: Pipe) -> None:
-        """From now on, what arrives goes to ``peer`` (starting with what is buffered)."""
-        self.peer = peer
-        if self._buffer:
-            self._drain_to(peer)
-
-    def _drain_to(self, peer: Pipe) -> None:
-        buf, filter_ = self._buffer, self.filter
-        if filter_ is None:
-            peer.write(bytes(buf))
-            buf.clear()
-            return
-        # Only the messages the filter looks at are cut out; runs of the others (a big result's
-        # rows) are passed on uncopied, and the buffer is consumed once at the end.
-        out, passed, at = bytearray(), 0, 0
-        while len(buf) - at >= 5:
-            (length,) = struct.unpack_from("!I", buf, at + 1)
-            end = at + 1 + length
-            if len(buf) < end:
-                break
-            if buf[at] in filter_.kinds:
-                kept = filter_.rewrite(bytes(buf[at : at + 1]), bytes(buf[at + 5 : end]))
-                if kept is None:
-                    self.close()
-                    return
-                out += buf[passed:at]
-                out += kept
-                passed = end
-            at = end
-        out += buf[passed:at]
-        del buf[:at]
-        if out:
-            peer.write(bytes(out))
-
-
-def _parse_startup(body: bytes) -> dict[str, str]:
-    parts = body[4:].split(b"\0")
-    params: dict[str, str] = {}
-    for key, value in zip(parts[0::2], parts[1::2], strict=False):
-        if key:
-            params[key.decode(errors="replace")] = value.decode(errors="replace")
-    return params
-
-
-def _startup(params: dict[str, str]) -> bytes:
-    body = struct.pack("!I", PROTOCOL_3_0)
-    body += b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()) + b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def _refuse_read_write(kind: bytes, body: bytes) -> bytes:
-    """A client message on a read_only endpoint: as is, or rewritten to PostgreSQL's refusal."""
-    if kind == b"Q":
-        if _READ_WRITE.search(body.decode(errors="replace")):
-            return _message(b"Q", _REFUSE_READ_WRITE.encode() + b"\0")
-    elif kind == b"P":
-        name, _, rest = body.partition(b"\0")
-        query, _, params = rest.partition(b"\0")
-        if _READ_WRITE.search(query.decode(errors="replace")):
-            typed = _parameter_types(query, params)
-            return _message(b"P", name + b"\0" + _REFUSE_READ_WRITE.encode() + b"\0" + typed)
-    return _message(kind, body)
-
-
-def _parameter_types(query: bytes, params: bytes) -> bytes:
-    """The refusal's parameter types: one for each parameter the client will bind.
-
-    As many as the query uses (a client need not type them all), of the client's types where
-    given, else text: PostgreSQL cannot infer a type for a parameter the refusal ignores.
-    """
-    (count,) = struct.unpack_from("!H", params) if len(params) >= 2 else (0,)
-    given = (
-        list(struct.unpack_from(f"!{count}I", params, 2)) if len(params) >= 2 + 4 * count else []
-    )
-    used = min(max(map(int, _PARAMETER.findall(query)), default=0), _MAX_PARAMETERS)
-    types = [oid or _TEXT for oid in given] + [_TEXT] * (used - len(given))
-    return struct.pack(f"!H{len(types)}I", len(types), *types)
-
-
-def _stay_read_only(kind: bytes, body: bytes) -> bytes | None:
-    """A server message on a read_only endpoint; None ends the session (it became writable)."""
-    if kind == b"S":
-        name, _, value = body.partition(b"\0")
-        if name == b"default_transaction_read_only" and value.rstrip(b"\0") != b"on":
-            return None
-    return _message(kind, body)
-
-
-# On a read_only endpoint: what a client sends that could make the session writable (simple and
-# extended queries), and what PostgreSQL says when it became so (ParameterStatus).
-_READ_ONLY_CLIENT = Filter(frozenset(b"QP"), _refuse_read_write)
-_READ_ONLY_SERVER = Filter(frozenset(b"S"), _stay_read_only)
 
 
 class Proxy:
@@ -304,9 +73,8 @@ class Proxy:
         self._sockets: dict[str, socket.socket] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._cancel_keys: dict[tuple[int, bytes], bytes] = {}
-        self._verifiers: dict[tuple[str, str], Verifier] = {}
-        self._mock_salt = secrets.token_bytes(16)
+        self.backends = Backends(neon)
+        self.auth = ClientAuth()
         self._per_address = True
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -484,13 +252,13 @@ class Proxy:
         else:
             raise Refused("08P01", "too many negotiation requests")
         if code == CANCEL_REQUEST:
-            await self._cancel(packet)
+            await self.backends.cancel(packet)
             return None
         if not secure:
             raise Refused("28000", _INSECURE)
         if code >> 16 != 3:
             raise Refused("0A000", f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}")
-        params = _parse_startup(packet)
+        params = parse_startup(packet)
         self._negotiate(client, code, params)
         return await self._login(client, endpoint_id, tls, params)
 
@@ -503,7 +271,7 @@ class Proxy:
         if code != PROTOCOL_3_0 or unknown:
             body = struct.pack("!II", 0, len(unknown))
             body += b"".join(k.encode() + b"\0" for k in unknown)
-            client.write(_message(b"v", body))
+            client.write(frame(b"v", body))
 
     async def _login(
         self, client: Pipe, endpoint_id: str, tls: ServerTLS, params: dict[str, str]
@@ -529,23 +297,23 @@ class Proxy:
         # it is thrown away unless the client proves the password.
         early = None
         if physical is not None and password is not None:
-            early = asyncio.ensure_future(self._connect_backend(backend))
+            early = asyncio.ensure_future(self.backends.connect(backend))
         try:
-            await self._authenticate(client, tls, user, password)
+            await self.auth.authenticate(client, tls, user, password)
             if early is None:
                 raise Refused("3D000", f'database "{database}" does not exist')
             try:
                 pg, welcome = await early
-            except _Forward as fwd:
+            except Forward as fwd:
                 client.write(fwd.data)
                 raise ConnectionResetError("PostgreSQL refused the session") from None
         except BaseException:
             if early is not None:
-                _discard(early)
+                discard(early)
             raise
         client.write(welcome)
         if read_only:
-            client.filter, pg.filter = _READ_ONLY_CLIENT, _READ_ONLY_SERVER
+            client.filter, pg.filter = READ_ONLY_CLIENT, READ_ONLY_SERVER
         client.pipe_to(pg)
         pg.pipe_to(client)
         if client.closed:
@@ -570,150 +338,6 @@ class Proxy:
             )
             read_only = endpoint["type"] == "read_only"
             return (role["password"] if role else None), physical, read_only
-
-    async def _authenticate(
-        self, client: Pipe, tls: ServerTLS, user: str, password: str | None
-    ) -> None:
-        """SCRAM with the client; an unknown role goes through the same steps and fails last."""
-        verifier = self._verifier(user, password)
-        client.write(_auth(10, f"{MECHANISM_PLUS}\0{MECHANISM}\0\0".encode()))
-        kind, body = await client.message()
-        if kind != b"p":
-            raise Refused("08P01", "expected a SASL response")
-        mechanism, _, rest = body.partition(b"\0")
-        name = mechanism.decode(errors="replace")
-        if name not in (MECHANISM, MECHANISM_PLUS) or len(rest) < 4:
-            raise Refused("08P01", "client selected an invalid SASL authentication mechanism")
-        exchange = ServerExchange(verifier, name, tls.end_point_hash)
-        failed = f'password authentication failed for user "{user}"'
-        try:
-            server_first = exchange.first(rest[4:].decode())
-            client.write(_auth(11, server_first.encode()))
-            kind, body = await client.message()
-            if kind != b"p":
-                raise Refused("08P01", "expected a SASL response")
-            server_final = exchange.final(body.decode())
-        except (ScramError, UnicodeDecodeError) as exc:
-            if str(exc) == "wrong password":
-                raise Refused("28P01", failed) from None
-            raise Refused("28000", str(exc)) from None
-        if password is None:
-            raise Refused("28P01", failed)
-        client.write(_auth(12, server_final.encode()))
-
-    def _verifier(self, user: str, password: str | None) -> Verifier:
-        if password is None:
-            # Same shape and cost as a real role, so a probe learns nothing about role names.
-            salt = hashlib.sha256(self._mock_salt + user.encode()).digest()[:16]
-            return Verifier(salt, 4096, b"\0" * 32, b"\0" * 32)
-        found = self._verifiers.get((user, password))
-        if found is None:
-            found = self._verifiers[(user, password)] = Verifier.of(password)
-        return found
-
-    async def _connect_backend(self, params: dict[str, str]) -> tuple[Pipe, bytes]:
-        """Log in to the embedded PostgreSQL: the session and its welcome, with our cancel key."""
-        pg = Pipe()
-        loop = asyncio.get_running_loop()
-        socket_path = self.neon.pg.socket_path
-        try:
-            if socket_path is not None:
-                await loop.create_unix_connection(lambda: pg, str(socket_path))
-            else:
-                await loop.create_connection(lambda: pg, "127.0.0.1", self.neon.pg.port)
-        except OSError:
-            raise Refused("08006", "the branch's compute (PostgreSQL) is not reachable") from None
-        try:
-            pg.write(_startup(params))
-            password = internal_password(self.neon.pg.password, params["user"])
-            scram: ClientExchange | None = None
-            while True:
-                kind, body = await pg.message()
-                if kind == b"E":
-                    raise _Forward(_message(kind, body))
-                if kind != b"R":
-                    continue  # NegotiateProtocolVersion: we asked for 3.0
-                (code,) = struct.unpack_from("!I", body)
-                if code == 0:
-                    break
-                if code == 10:
-                    scram = ClientExchange(password)
-                    first = scram.first().encode()
-                    pg.write(
-                        _message(
-                            b"p", MECHANISM.encode() + b"\0" + struct.pack("!I", len(first)) + first
-                        )
-                    )
-                elif code == 11 and scram is not None:
-                    pg.write(_message(b"p", scram.final(body[4:].decode()).encode()))
-                elif code == 12 and scram is not None:
-                    scram.check(body[4:].decode())
-                else:
-                    raise Refused(
-                        "XX000", f"unexpected authentication request {code} from PostgreSQL"
-                    )
-            welcome = bytearray(_auth(0))
-            while True:
-                kind, body = await pg.message()
-                if kind == b"K":
-                    pid, real = body[:4], body[4:]
-                    ours = secrets.token_bytes(len(real))
-                    key = (struct.unpack("!I", pid)[0], ours)
-                    self._cancel_keys[key] = real
-                    pg.on_close = self._forget(key)
-                    body = pid + ours
-                welcome += _message(kind, body)
-                if kind == b"E":
-                    raise _Forward(bytes(welcome))
-                if kind == b"Z":
-                    break
-            return pg, bytes(welcome)
-        except BaseException:
-            pg.close()
-            raise
-
-    def _forget(self, key: tuple[int, bytes]) -> Callable[[], None]:
-        def forget() -> None:
-            self._cancel_keys.pop(key, None)
-
-        return forget
-
-    async def _cancel(self, packet: bytes) -> None:
-        """Pass a cancel request on with the backend's real key (unknown keys: silently, as PG)."""
-        pid = struct.unpack_from("!I", packet, 4)[0]
-        real = self._cancel_keys.get((pid, packet[8:]))
-        if real is None:
-            return
-        _, writer = await asyncio.open_connection("127.0.0.1", self.neon.pg.port)
-        body = struct.pack("!II", CANCEL_REQUEST, pid) + real
-        writer.write(struct.pack("!I", len(body) + 4) + body)
-        await writer.drain()
-        writer.close()
-
-
-class _Forward(Exception):
-    """PostgreSQL's own error: forwarded to the client as it is."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__("forwarded")
-        self.data = data
-
-
-def _discard(task: asyncio.Future[tuple[Pipe, bytes]]) -> None:
-    """Drop a backend login nobody will use (finished, failed or still running)."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled() and task.exception() is None:
-        task.result()[0].close()
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it installs (its TLS and sockets cost less per message), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _host(address: str, port: int) -> str:
