@@ -1,8 +1,9 @@
 """A database's Alembic revision on one short connection: psycopg alone, one round trip.
 
-For listings that read hundreds of branches: no SQLAlchemy engine, no Alembic import (both cost
-more than the read), a bounded wait. :func:`neonflow.migrations.database.current` is the full
-path, on the connection neonflow migrates with.
+How neonflow's own process reads where a database stands (a listing of hundreds of branches,
+check's base, promote's parent): no SQLAlchemy engine, no Alembic import (both cost more than the
+read), a bounded wait. In the Alembic process, :func:`neonflow.migrations.database.heads_of`
+reads it on the connection neonflow migrates with.
 """
 
 from __future__ import annotations

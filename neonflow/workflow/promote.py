@@ -34,7 +34,8 @@ class Promoting(Starting):
             self._refuse_parent(branch, branches, "promote (and then delete)")
         if set_default:
             return self._promote_set_default(branch, parent)
-        from neonflow.migrations import database, multiple_heads
+        from neonflow.migrations import multiple_heads
+        from neonflow.migrations.probe import read_heads
 
         history = self.history()
         heads = history.heads
@@ -43,7 +44,8 @@ class Promoting(Starting):
         parent_url = self.url(parent)
         # Everything that could fail once the parent is migrated is read before it is.
         pointed = same_database(self.app_url(), self.url_or_none(branch))
-        before = database.current(parent_url, history.version_table, history.version_table_schema)
+        table, schema = history.version_table, history.version_table_schema
+        before = read_heads(parent_url, table, schema, timeout=10)
         for revision in before:
             if not history.knows(revision):
                 raise RefusedError(

@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 
 from neonflow.cli.main import app
 from neonflow.local.service import LocalNeonInfo
-from neonflow.migrations import database
+from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
 from tests.conftest import make_client
 
@@ -155,8 +155,8 @@ def test_project_as_it_is(
     assert "INFO  [alembic" not in first.stderr  # Alembic's log lines stay out of our output
     assert started["revision"] == ["0001"] and started["created"] is True
     feature_url = started["database_url"]
-    assert database.current(feature_url) == ("0001",)  # read back where it should be
-    assert database.current(parent) == ()  # ... and nowhere else
+    assert read_heads(feature_url) == ("0001",)  # read back where it should be
+    assert read_heads(parent) == ()  # ... and nowhere else
 
     again, restarted = nf_json("branch", "start", "feature")
     assert again.exit_code == 0, again.stderr
@@ -180,11 +180,11 @@ def test_project_as_it_is(
     [revision] = report["revisions"]
     assert revision["status"] == "applied" and revision["seconds"] is not None
     assert report["round_trip"]["status"] == "passed"
-    assert database.current(feature_url) == ("0001",)  # check never touched the feature
+    assert read_heads(feature_url) == ("0001",)  # check never touched the feature
 
     promoted = nf("branch", "promote", "feature", "--yes")
     assert promoted.exit_code == 0, promoted.stderr
-    assert database.current(parent) == ("0001",)
+    assert read_heads(parent) == ("0001",)
     assert client.find_branch("feature") is None
 
     with psycopg.connect(parent) as conn:
@@ -199,7 +199,7 @@ def test_project_as_it_is(
     assert report["failure"] == "migration"
     assert "revision 0002 (0002_add_price.py) upgrade failed" in report["summary"]
     assert count_items(second_url) == 3  # the feature branch's data is intact
-    assert database.current(second_url) == ("0001",)
+    assert read_heads(second_url) == ("0001",)
     assert [b.name for b in client.list_branches() if b.name.startswith("check-")] == []
 
     deleted = nf("branch", "delete", "feature-2", "--yes")
@@ -268,15 +268,15 @@ def test_env_py_that_connects_to_the_parent_is_refused(
     assert "env.py connected to postgresql+psycopg://neondb_owner:****@" in result.stderr
     assert "not to branch feature: nothing was run there" in result.stderr
     assert parent.split(":")[2].split("@")[0] not in result.stderr
-    assert database.current(parent) == ()  # nothing migrated on the parent
+    assert read_heads(parent) == ()  # nothing migrated on the parent
     feature = client.find_branch("feature")
     assert feature is not None
-    assert database.current(client.connection_uri(feature.id, "neondb", "neondb_owner")) == ()
+    assert read_heads(client.connection_uri(feature.id, "neondb", "neondb_owner")) == ()
 
     checked, report = nf_json("check")
     assert checked.exit_code == 14
     assert report["failure"] == "error" and "env.py connected to" in report["summary"]
-    assert database.current(parent) == ()
+    assert read_heads(parent) == ()
     assert [b.name for b in client.list_branches() if b.name.startswith("check-")] == []
     client.close()
 
@@ -452,4 +452,4 @@ def test_env_py_that_gives_configure_only_a_url(
     result, started = nf_json("branch", "start", "feature", "--show-password")
 
     assert result.exit_code == 0, result.stderr
-    assert database.current(started["database_url"]) == ("0001",)
+    assert read_heads(started["database_url"]) == ("0001",)

@@ -28,33 +28,8 @@ items = Table("items", metadata, Column("id", Integer, primary_key=True),
               Column("name", String(100), nullable=False))
 """
 
-REVISION = '''"""create items
-
-Revision ID: 0001
-Revises:
-"""
-
-import sqlalchemy as sa
-from alembic import op
-
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.create_table(
-        "items",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=100), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-
-
-def downgrade() -> None:
-    op.drop_table("items")
-'''
+# The same first revision every fixture project starts from.
+REVISION = REPO / "tests" / "projects" / "_revisions" / "0001_create_items.py"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +102,7 @@ def test_a_users_first_minutes(wheel: Path, tmp_path: Path) -> None:
                 "target_metadata = None", "from models import metadata\ntarget_metadata = metadata"
             )
         )
-        (project / "alembic" / "versions" / "0001_create_items.py").write_text(REVISION)
+        (project / "alembic" / "versions" / "0001_create_items.py").write_text(REVISION.read_text())
         (project / ".env").write_text("DATABASE_URL=\n")
 
         imported = run("python", "-c", "import neonflow, sample_app", ok=False)

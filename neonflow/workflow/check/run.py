@@ -90,7 +90,7 @@ class Check:
         return report
 
     def _run(self, report: CheckReport, base: str | None, keep: bool) -> None:
-        from neonflow.migrations import database
+        from neonflow.migrations.probe import read_heads
 
         # Both Alembic processes warm up (imports) while neonflow reads the base and Neon
         # makes the branch: one renders offline (the history, the SQL to lint), one migrates.
@@ -102,10 +102,11 @@ class Check:
                 report.add("migration", "error", str(exc), revision=exc.revision)
                 return
             base_branch = self.branches.require(base or self.settings.neon.parent, literal=True)
-            base_rev = database.current(
+            base_rev = read_heads(
                 self.branches.url(base_branch),
                 history.version_table,
                 history.version_table_schema,
+                timeout=10,
             )
             report.base = BaseInfo(base_branch.name, base_branch.id, list(base_rev))
             report.head = ", ".join(history.heads) or None
