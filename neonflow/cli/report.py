@@ -65,6 +65,8 @@ def _drift(report: CheckReport) -> str:
     stage = report.stages["alembic_check"]
     if stage == "skipped":
         return "skipped" + _BECAUSE_UPGRADE
+    if stage == "no models":
+        return "skipped (env.py gives no target_metadata)"
     if report.drift:
         return plural(len(report.drift), "difference")
     return "no drift" if stage == "passed" else "could not run"

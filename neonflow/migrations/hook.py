@@ -141,6 +141,7 @@ class Run:
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     configured: int = 0
+    target_metadata: bool = False  # env.py gave configure() models to compare (alembic check)
     pointed: list[str] = field(default_factory=list)  # where env.py's connections went
     _opened: list[Any] = field(default_factory=list)
 
@@ -204,6 +205,7 @@ def _configure(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
         params["transaction_per_migration"] = True
     run.version_table = params.get("version_table") or "alembic_version"
     run.version_table_schema = params.get("version_table_schema")
+    run.target_metadata = params.get("target_metadata") is not None
     run.configured += 1
     return _ORIGINAL(self, **params)
 

@@ -157,9 +157,11 @@ class Runner:
             )
         return after
 
-    def check(self) -> list[str]:
-        """``alembic check``: the differences between the models and the migrated database."""
-        return list(self._call({"op": "check"})["drift"])
+    def check(self) -> list[str] | None:
+        """``alembic check``: the differences between the models and the migrated database;
+        None when env.py gives Alembic no models (``target_metadata``) to compare with."""
+        reply = self._call({"op": "check"})
+        return list(reply["drift"]) if reply["models"] else None
 
     def history(self) -> History:
         """The revision history and version table, read in this process (after :meth:`offline`)."""

@@ -133,6 +133,26 @@ def test_a_revision_that_imports_the_apps_models_works_in_check_and_status(
     assert checked.exit_code == 0, report["summary"]
 
 
+def test_a_stock_env_py_without_models_is_checked_without_alembic_check(
+    tmp_path: Path, fresh_neon: LocalNeonInfo, in_project: Any
+) -> None:
+    """`alembic init` leaves ``target_metadata = None`` until the project has models (and
+    projects with hand-written migrations keep it so): `alembic check` has nothing to compare,
+    which is not drift. The check passes, says why alembic check was skipped, and still ran
+    the revisions and the round trip."""
+    root = in_project(copy_project("generic", tmp_path))
+    _edit(root / "alembic" / "env.py", "target_metadata = metadata", "target_metadata = None")
+    assert nf("init", "--yes").exit_code == 0
+
+    checked, report = nf_json("check")
+
+    assert checked.exit_code == 0, report["summary"]
+    assert report["stages"]["alembic_check"] == "no models"
+    assert report["stages"]["upgrade"] == report["round_trip"]["status"] == "passed"
+    assert any("no target_metadata" in f["message"] for f in report["findings"])
+    assert "alembic check: skipped (env.py gives no target_metadata)" in checked.stderr
+
+
 # -- 3. Flask-Migrate: `flask db` loads .flaskenv/.env, neonflow does not ---------------------
 
 

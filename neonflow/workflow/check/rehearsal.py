@@ -90,11 +90,21 @@ class Rehearsal:
     def _alembic_check(self) -> None:
         report = self.report
         try:
-            report.drift = self.runner.check()
+            drift = self.runner.check()
         except MigrationError as exc:
             report.add("drift", "error", f"alembic check could not run: {exc}")
             report.stages["alembic_check"] = "failed"
             return
+        if drift is None:
+            report.add(
+                "drift",
+                "warning",
+                "alembic check skipped: env.py gives configure() no target_metadata, so there "
+                "are no models to compare the migrations with",
+            )
+            report.stages["alembic_check"] = "no models"
+            return
+        report.drift = drift
         if report.drift:
             report.add(
                 "drift",

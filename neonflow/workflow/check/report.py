@@ -35,7 +35,8 @@ FAILURES: dict[str, type[CheckFailed]] = {
 }
 
 # The stages in the order they run (lint while Neon creates the branch); each ends "passed",
-# "failed" or "skipped" (the schema diff "done"; the teardown "deleted", "kept" or "failed").
+# "failed" or "skipped" (lint "not rendered"; alembic check "no models" without target_metadata;
+# the schema diff "done"; the teardown "deleted", "kept" or "failed").
 STAGES = (
     "create_branch",
     "lint",
