@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from neonflow import envfile
 from neonflow.cli.main import app
 from neonflow.local.service import LocalNeonInfo
-from neonflow.migrations import database
+from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
 from neonflow.urls import same_database
 from sample_app import create_app
@@ -176,7 +176,7 @@ def test_migration_failure_keeps_the_branch_and_names_the_revision(
         env_url(project), neon_client.connection_uri(branch.id, "neondb", "neondb_owner")
     )
     # The upgrade runs in one transaction: the branch is left as it was before it.
-    assert database.current(env_url(project)) == ()
+    assert read_heads(env_url(project)) == ()
 
     broken.write_text(broken.read_text().replace("SELECT 1/0", "SELECT 1"))
     fixed = nf("branch", "start", name, "--json")
@@ -308,7 +308,7 @@ def test_delete_refusals(project: Path, neon_client: NeonClient):
     for name in ("main", protected.branch.name):
         start = nf("branch", "start", name)
         assert start.exit_code == 3 and "refusing to start" in start.stderr
-        assert database.current(main_url(neon_client)) == ()  # main was not migrated
+        assert read_heads(main_url(neon_client)) == ()  # main was not migrated
 
 
 def test_destructive_commands_need_a_yes_when_nobody_can_answer(
@@ -398,7 +398,7 @@ def test_promote_rehearses_then_migrates_the_parent(own_project: Path, fresh_neo
     assert payload["parent_revision_before"] == [] and payload["parent_revision_after"] == ["0002"]
     assert payload["rehearsal_seconds"] > 0 and payload["deleted"] is True
     assert payload["app_repointed"] is True
-    assert database.current(main_url(client)) == ("0002",)
+    assert read_heads(main_url(client)) == ("0002",)
     with psycopg.connect(main_url(client)) as conn:
         assert conn.execute("SELECT id FROM keep_me").fetchall() == [(42,)]
     names = {b.name for b in client.list_branches()}

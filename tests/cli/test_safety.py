@@ -15,7 +15,7 @@ from neonflow.config import load_settings
 from neonflow.local import service
 from neonflow.local.paths import StatePaths
 from neonflow.local.service import LocalNeonInfo
-from neonflow.migrations import database
+from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
 from neonflow.urls import mask_password
 from tests.conftest import make_client, write_project
@@ -100,7 +100,7 @@ def test_promote_refuses_protected_branches_and_parents_before_migrating(
             result = nf("branch", "promote", name, "--yes")
             assert result.exit_code == 3 and reason in result.stderr
             assert client.find_branch(name) is not None
-        assert database.current(main_url) == ()  # the parent was not touched
+        assert read_heads(main_url) == ()  # the parent was not touched
 
 
 def test_a_branch_without_a_compute_does_not_break_list_status_or_delete(

@@ -16,7 +16,7 @@ import pytest
 from neonflow import envfile
 from neonflow.config import load_settings
 from neonflow.local.service import LocalNeonInfo
-from neonflow.migrations import database
+from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
 from neonflow.urls import same_database
 from neonflow.workflow.branches import Branches
@@ -74,7 +74,7 @@ def test_start_killed_at_each_step_converges_on_rerun(
     url = envfile.read_var(project / ".env", "DATABASE_URL")
     assert url is not None
     assert same_database(url, neon_client.connection_uri(ids[0], "neondb", "neondb_owner"))
-    assert database.current(url) == ("0002",)
+    assert read_heads(url) == ("0002",)
     assert [p.name for p in project.iterdir() if p.name.startswith(".env.")] == []
 
 
@@ -99,7 +99,7 @@ def test_concurrent_starts_make_one_branch_per_name(
     shared_uri = neon_client.connection_uri(shared_ids[0], "neondb", "neondb_owner")
     for project, name in jobs:
         url = envfile.read_var(project / ".env", "DATABASE_URL")
-        assert url is not None and database.current(url) == ("0002",)
+        assert url is not None and read_heads(url) == ("0002",)
         if name == shared:
             assert same_database(url, shared_uri)
 
