@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from neonflow.errors import ConfigError, LocalNeonError
 from neonflow.files import write_private
-from neonflow.local.postgres import free_port, new_password
+from neonflow.local.postgres import free_port, new_password, new_secret
 
 
 @dataclass
@@ -82,7 +81,7 @@ def load_or_create_config(paths: StatePaths, project_id: str) -> dict[str, Any]:
             }
             write_private(paths.config, json.dumps(config, indent=1))
         if not paths.token.exists():
-            write_private(paths.token, secrets.token_urlsafe(32))
+            write_private(paths.token, new_secret("napi_", 64))
     except OSError as exc:
         raise LocalNeonError(f"cannot write in {paths.root}: {exc.strerror or exc}") from None
     return config

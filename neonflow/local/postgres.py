@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import string
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -260,5 +261,14 @@ def _reason(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_secret(prefix: str, length: int) -> str:
+    """Neon's shape (``npg_…``, ``napi_…``): letters and digits only, so no secret ever
+    starts with ``-`` and reads as a flag on a command line (``neonctl --api-key -x…``)."""
+    return prefix + "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
+
+
 def new_password() -> str:
-    return secrets.token_urlsafe(24)
+    return new_secret("npg_", 20)
