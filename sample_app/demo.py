@@ -41,7 +41,8 @@ def main() -> None:
             response = http.get(f"/users/{user_id}")
             print(f"GET /users/{user_id} -> {response.status_code} {json.dumps(response.json())}")
             response = http.get("/users")
-            print(f"GET /users -> {response.status_code} ({len(response.json())} users)")
+            count = len(response.json())
+            print(f"GET /users -> {response.status_code} ({count} user{'s' * (count != 1)})")
     finally:
         server.shutdown()
 
