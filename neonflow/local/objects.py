@@ -162,12 +162,15 @@ class Objects:
             }
             return out
 
-    def delete_database(self, branch_id: str, name: str) -> dict[str, Any]:
+    def delete_database(self, branch_id: str, name: str) -> dict[str, Any] | None:
+        """Drop the database; None when the branch has no such database (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
             branch = records.branch(neon.store, branch_id)
             neon.operations.check_unlocked(branch_id)
-            db = self._database(branch, name)
+            db = next((d for d in branch["_databases"] if d["name"] == name), None)
+            if db is None:
+                return None
             self._execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(db["physical"])
@@ -206,12 +209,13 @@ class Objects:
             }
             return out
 
-    def delete_role(self, branch_id: str, name: str) -> dict[str, Any]:
+    def delete_role(self, branch_id: str, name: str) -> dict[str, Any] | None:
+        """Drop the role; None when there is no such role (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
             records.branch(neon.store, branch_id)
             if name not in neon.store.roles:
-                raise not_found(f"role {name}")
+                return None
             owned = [
                 db["name"]
                 for b in records.live_branches(neon.store)
@@ -273,10 +277,13 @@ class Objects:
             }
             return out
 
-    def delete_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+    def delete_endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        """Delete the endpoint; None when there is no such endpoint (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
-            endpoint = records.endpoint(neon.store, endpoint_id)
+            endpoint = neon.store.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return None
             del neon.store.endpoints[endpoint_id]
             neon.computes.release([endpoint_id])
             out = {
@@ -306,6 +313,10 @@ def _body() -> dict[str, Any]:
     return data
 
 
+def _answer(result: dict[str, Any] | None) -> Response | tuple[str, int]:
+    return ("", 204) if result is None else jsonify(result)
+
+
 def register(api: Blueprint, neon: LocalNeon) -> None:
     """The routes of these calls, on the API's blueprint."""
     objects = Objects(neon)
@@ -320,16 +331,16 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
         return jsonify(objects.update_database(branch_id, name, _body()))
 
     @api.delete(f"{branch}/databases/<name>")
-    def delete_database(branch_id: str, name: str) -> Response:
-        return jsonify(objects.delete_database(branch_id, name))
+    def delete_database(branch_id: str, name: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_database(branch_id, name))
 
     @api.post(f"{branch}/roles")
     def create_role(branch_id: str) -> tuple[Response, int]:
         return jsonify(objects.create_role(branch_id, _body())), 201
 
     @api.delete(f"{branch}/roles/<name>")
-    def delete_role(branch_id: str, name: str) -> Response:
-        return jsonify(objects.delete_role(branch_id, name))
+    def delete_role(branch_id: str, name: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_role(branch_id, name))
 
     @api.post(f"{branch}/roles/<name>/reset_password")
     def reset_password(branch_id: str, name: str) -> Response:
@@ -345,8 +356,8 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
         return jsonify(objects.update_endpoint(endpoint_id, _body()))
 
     @api.delete(f"{PROJECT}/endpoints/<endpoint_id>")
-    def delete_endpoint(endpoint_id: str) -> Response:
-        return jsonify(objects.delete_endpoint(endpoint_id))
+    def delete_endpoint(endpoint_id: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_endpoint(endpoint_id))
 
     @api.post(f"{PROJECT}/endpoints/<endpoint_id>/restart")
     def restart_endpoint(endpoint_id: str) -> Response:

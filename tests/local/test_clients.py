@@ -1,0 +1,83 @@
+"""What Neon's official clients send, as they send it, found by running them against the local Neon.
+
+Each test is the HTTP conversation of one client call (``neon-api`` from PyPI,
+``@neondatabase/api-client`` from npm, ``neonctl``) that the local Neon once answered other than
+Neon does; the client that tripped over it is named in the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from neonflow.local.service import LocalNeonInfo
+from tests.local.test_server import DB, ROLE, assert_error, create, delete, http, unique, wait
+
+
+@pytest.fixture(scope="module")
+def api(local_neon: LocalNeonInfo) -> Iterator[httpx.Client]:
+    with http(local_neon) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def branch(api: httpx.Client) -> Iterator[dict[str, Any]]:
+    created = create(api, name=unique("clients"))
+    yield created["branch"]
+    delete(api, created["branch"]["id"])
+
+
+@pytest.mark.parametrize(("sent", "pooled"), [("False", False), ("True", True), ("1", True)])
+def test_booleans_in_queries_are_read_as_neon_reads_them(
+    api: httpx.Client, branch: dict[str, Any], sent: str, pooled: bool
+):
+    # neon-api's connection_uri() always sends pooled=<Python bool>, which requests writes
+    # "False"/"True"; Neon reads query booleans as Go's strconv.ParseBool does.
+    query = {"branch_id": branch["id"], "database_name": DB, "role_name": ROLE}
+    response = api.get("/connection_uri", params={**query, "pooled": sent})
+    assert response.status_code == 200, response.text
+    plain = api.get("/connection_uri", params={**query, "pooled": str(pooled).lower()})
+    assert response.json() == plain.json()
+    assert_error(api.get("/connection_uri", params={**query, "pooled": "yes"}), 400, "pooled")
+
+
+def test_deleting_what_is_not_there_is_204(api: httpx.Client, branch: dict[str, Any]):
+    # The spec's 204 "if the endpoint/database/role doesn't exist or has already been deleted":
+    # the SDK's deleteProjectEndpoint (and neon-api's endpoint_delete) raised on our 404.
+    path = f"/branches/{branch['id']}"
+    for gone in ("/endpoints/ep-gone-123", f"{path}/databases/gone", f"{path}/roles/gone"):
+        response = api.delete(gone)
+        assert (response.status_code, response.content) == (204, b""), (gone, response.text)
+    made = api.post(f"{path}/roles", json={"role": {"name": "short_lived"}})
+    assert made.status_code == 201, made.text
+    wait(api, made.json()["operations"])
+    first = api.delete(f"{path}/roles/short_lived")
+    assert first.status_code == 200, first.text
+    wait(api, first.json()["operations"])
+    assert api.delete(f"{path}/roles/short_lived").status_code == 204
+    # An unknown branch is still a 404, as on Neon.
+    assert_error(api.delete("/branches/br-nope-123/databases/neondb"), 404, "br-nope-123")
+
+
+def test_set_as_primary_is_set_as_default(fresh_neon: LocalNeonInfo):
+    # neon-api's branch_set_as_primary() calls the older name of set_as_default.
+    with http(fresh_neon) as api:
+        main = next(b for b in api.get("/branches").json()["branches"] if b["default"])
+        other = create(api, name=unique("primary"))["branch"]
+        response = api.post(f"/branches/{other['id']}/set_as_primary")
+        assert response.status_code == 200, response.text
+        assert response.json()["branch"]["default"] is True
+        wait(api, response.json()["operations"])
+        assert api.get(f"/branches/{main['id']}").json()["branch"]["default"] is False
+        back = api.post(f"/branches/{main['id']}/set_as_primary")
+        assert back.status_code == 200, back.text
+        assert_error(api.post("/branches/br-nope-123/set_as_primary"), 404, "br-nope-123")
+
+
+def items(uri: str) -> set[str]:
+    with psycopg.connect(uri, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT label FROM items")}
