@@ -81,3 +81,75 @@ def test_set_as_primary_is_set_as_default(fresh_neon: LocalNeonInfo):
 def items(uri: str) -> set[str]:
     with psycopg.connect(uri, autocommit=True) as conn:
         return {row[0] for row in conn.execute("SELECT label FROM items")}
+
+
+def _uri(api: httpx.Client, branch_id: str, database: str) -> str:
+    params = {"branch_id": branch_id, "database_name": database, "role_name": ROLE}
+    response = api.get("/connection_uri", params=params)
+    assert response.status_code == 200, response.text
+    return str(response.json()["uri"])
+
+
+def _add_database(api: httpx.Client, branch_id: str, name: str, label: str) -> None:
+    made = api.post(
+        f"/branches/{branch_id}/databases", json={"database": {"name": name, "owner_name": ROLE}}
+    )
+    assert made.status_code == 201, made.text
+    wait(api, made.json()["operations"])
+    with psycopg.connect(_uri(api, branch_id, name), autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (label text)")
+        conn.execute("INSERT INTO items VALUES (%s)", (label,))
+
+
+def _names(api: httpx.Client, branch_id: str) -> set[str]:
+    found = api.get(f"/branches/{branch_id}/databases").json()["databases"]
+    return {d["name"] for d in found}
+
+
+def _restore(api: httpx.Client, branch_id: str, **body: str) -> None:
+    response = api.post(f"/branches/{branch_id}/restore", json=body)
+    assert response.status_code == 200, response.text
+    wait(api, response.json()["operations"])
+
+
+def test_reset_takes_the_sources_databases_whatever_the_branch_had(api: httpx.Client):
+    # `neonctl branches reset --parent` after a database was added to the parent failed its
+    # operation; one the child had added got the parent's other database's data under its name.
+    parent = create(api, name=unique("rs-parent"))["branch"]
+    child = create(api, name=unique("rs-child"), parent_id=parent["id"])["branch"]
+    kept_id = None
+    try:
+        _add_database(api, parent["id"], "extra", "parent's extra")
+        _restore(api, child["id"], source_branch_id=parent["id"])
+        assert _names(api, child["id"]) == {DB, "extra"}
+        assert items(_uri(api, child["id"], "extra")) == {"parent's extra"}
+
+        _add_database(api, child["id"], "only_child", "child's own")
+        _add_database(api, parent["id"], "more", "parent's more")
+        _restore(api, child["id"], source_branch_id=parent["id"], preserve_under_name=unique("old"))
+        assert _names(api, child["id"]) == {DB, "extra", "more"}
+        assert items(_uri(api, child["id"], "extra")) == {"parent's extra"}
+        assert items(_uri(api, child["id"], "more")) == {"parent's more"}
+        kept_id = api.get(f"/branches/{child['id']}").json()["branch"]["parent_id"]
+        assert _names(api, kept_id) == {DB, "extra", "only_child"}
+        made = api.post(
+            "/endpoints", json={"endpoint": {"branch_id": kept_id, "type": "read_write"}}
+        )
+        assert made.status_code == 201, made.text
+        wait(api, made.json()["operations"])
+        assert items(_uri(api, kept_id, "only_child")) == {"child's own"}
+
+        _add_database(api, child["id"], "only_child", "child's own again")
+        _restore(api, child["id"], source_branch_id=parent["id"])
+        assert _names(api, child["id"]) == {DB, "extra", "more"}
+        again = api.post(
+            f"/branches/{child['id']}/databases",
+            json={"database": {"name": "only_child", "owner_name": ROLE}},
+        )
+        assert again.status_code == 201, "the dropped database's name is free again"
+        wait(api, again.json()["operations"])
+    finally:
+        delete(api, child["id"])
+        if kept_id and kept_id != parent["id"]:
+            delete(api, kept_id)
+        delete(api, parent["id"])
