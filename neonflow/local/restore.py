@@ -8,6 +8,7 @@ A failed restore leaves the branch with its data, ready again.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,6 +100,7 @@ class Restores:
             {**d, "physical": f"{d['name']}_{kept['id']}"} for d in branch["_databases"]
         ]
         kept["_annotation"] = branch.get("_annotation")
+        kept["_roles"] = copy.deepcopy(records.roles(self.store, branch))
         for child in children:
             child["parent_id"] = kept["id"]
         self.store.branches[kept["id"]] = kept
@@ -131,6 +133,13 @@ class Restores:
                 for s, d in zip(source["_databases"], databases, strict=True)
             ]
             names = {d["name"] for d in databases}
+            # The source's roles too; one the branch had already keeps its password (a reset
+            # keeps the connection details).
+            own = records.roles(self.store, branch)
+            roles = {
+                name: copy.deepcopy(own.get(name, role))
+                for name, role in records.roles(self.store, source).items()
+            }
             dropped = [d["physical"] for d in branch["_databases"] if d["name"] not in names]
         # Each restored database is marked with the operation, so a run again after a restart
         # (the disk had not caught up) leaves alone what this restore already replaced. The
@@ -147,6 +156,7 @@ class Restores:
             self.cluster.drop(physical)
         with self.store.lock:
             branch["_databases"] = databases
+            branch["_roles"] = roles
             branch.update(current_state="ready", pending_state=None, state_changed_at=now())
 
     def undo(self, op: dict[str, Any]) -> None:

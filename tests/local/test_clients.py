@@ -153,3 +153,91 @@ def test_reset_takes_the_sources_databases_whatever_the_branch_had(api: httpx.Cl
         if kept_id and kept_id != parent["id"]:
             delete(api, kept_id)
         delete(api, parent["id"])
+
+
+def _roles(api: httpx.Client, branch_id: str) -> set[str]:
+    return {r["name"] for r in api.get(f"/branches/{branch_id}/roles").json()["roles"]}
+
+
+def test_roles_belong_to_their_branch(api: httpx.Client):
+    # As on Neon, a role made on one branch is not on the others: with one set for the project,
+    # `neonctl roles create --branch feature` made `neonctl connection-string main` fail with
+    # "Multiple roles found for the branch".
+    app = unique("app").replace("-", "_")
+    parent = create(api, name=unique("roles-parent"))["branch"]
+    other = create(api, name=unique("roles-other"), parent_id=parent["id"])["branch"]
+    child = None
+    try:
+        made = api.post(f"/branches/{parent['id']}/roles", json={"role": {"name": app}})
+        assert made.status_code == 201, made.text
+        wait(api, made.json()["operations"])
+        password = made.json()["role"]["password"]
+        assert _roles(api, parent["id"]) == {ROLE, app}
+        assert _roles(api, other["id"]) == {ROLE}
+        assert_error(api.get(f"/branches/{other['id']}/roles/{app}"), 404, app)
+        assert_error(api.get(f"/branches/{other['id']}/roles/{app}/reveal_password"), 404)
+        query = {"branch_id": other["id"], "database_name": DB, "role_name": app}
+        assert_error(api.get("/connection_uri", params=query), 404, app)
+        on_other = {"database": {"name": "appdb", "owner_name": app}}
+        assert_error(api.post(f"/branches/{other['id']}/databases", json=on_other), 404)
+
+        # A branch made now has the role, with its password; the one made before never has it,
+        # not even through the front door.
+        created = create(api, name=unique("roles-child"), parent_id=parent["id"])
+        child = created["branch"]
+        assert {r["name"] for r in created["roles"]} == {ROLE, app}
+        assert "connection_uris" not in created  # two roles, as Neon's spec says
+        reveal = f"/branches/{child['id']}/roles/{app}/reveal_password"
+        assert api.get(reveal).json()["password"] == password
+        as_app = _uri(api, child["id"], DB).replace(f"{ROLE}:", f"{app}:", 1)
+        as_app = as_app.replace(
+            api.get(f"/branches/{child['id']}/roles/{ROLE}/reveal_password").json()["password"],
+            password,
+        )
+        with psycopg.connect(as_app) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (app,)
+        other_host = _uri(api, other["id"], DB).split("@")[1].split("/")[0]
+        child_host = as_app.split("@")[1].split("/")[0]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(as_app.replace(child_host, other_host)).close()
+
+        # Each branch re-keys and drops its own.
+        reset = api.post(f"/branches/{child['id']}/roles/{app}/reset_password")
+        assert reset.status_code == 200, reset.text
+        wait(api, reset.json()["operations"])
+        assert api.get(reveal).json()["password"] != password
+        parent_reveal = f"/branches/{parent['id']}/roles/{app}/reveal_password"
+        assert api.get(parent_reveal).json()["password"] == password
+        gone = api.delete(f"/branches/{child['id']}/roles/{app}")
+        assert gone.status_code == 200, gone.text
+        wait(api, gone.json()["operations"])
+        assert _roles(api, child["id"]) == {ROLE}
+        assert _roles(api, parent["id"]) == {ROLE, app}
+        assert api.get(parent_reveal).json()["password"] == password
+    finally:
+        for b in (child, other, parent):
+            if b is not None:
+                delete(api, b["id"])
+
+
+def test_the_children_of_a_protected_branch_get_new_passwords(api: httpx.Client):
+    # Neon's protected branches: their children's roles get new passwords (neonctl warns of it).
+    parent = create(api, name=unique("guarded"))["branch"]
+    child = None
+    reveal = f"/roles/{ROLE}/reveal_password"
+    try:
+        guard = api.patch(f"/branches/{parent['id']}", json={"branch": {"protected": True}})
+        assert guard.status_code == 200, guard.text
+        wait(api, guard.json()["operations"])
+        created = create(api, name=unique("guarded-child"), parent_id=parent["id"])
+        child = created["branch"]
+        password = api.get(f"/branches/{child['id']}{reveal}").json()["password"]
+        assert password != api.get(f"/branches/{parent['id']}{reveal}").json()["password"]
+        assert created["connection_uris"][0]["connection_parameters"]["password"] == password
+        with psycopg.connect(_uri(api, child["id"], DB)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        if child is not None:
+            delete(api, child["id"])
+        api.patch(f"/branches/{parent['id']}", json={"branch": {"protected": False}})
+        delete(api, parent["id"])
