@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
+from neonflow.local.account import register as register_account
 from neonflow.local.engine import LocalNeon
 from neonflow.local.errors import ApiError, code_for
 from neonflow.local.objects import register as register_objects
@@ -280,6 +281,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         return jsonify(faults.settings.model_dump())
 
     register_objects(api, neon)
+    register_account(api, neon)
     app.register_blueprint(api)
     return app
 
