@@ -9,9 +9,10 @@ from flask import Blueprint, Response, jsonify
 
 from neonflow.local.engine import LocalNeon
 
+ADDRESS = ("city", "country", "line1", "line2", "postal_code", "state")
+
 
 def register(api: Blueprint, neon: LocalNeon) -> None:
-    del neon  # one user whatever the project
 
     @api.get("/api/v2/users/me")
     def me() -> Response:
@@ -29,5 +30,16 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
                 "branches_limit": 0,
                 "max_autoscaling_limit": 0,
                 "auth_accounts": [],
+                # neon-api (Python) requires it; a free account that pays nothing.
+                "billing_account": {
+                    "state": "active",
+                    "payment_source": {"type": "none"},
+                    "subscription_type": "free_v2",
+                    "payment_method": "none",
+                    "quota_reset_at_last": neon.project()["consumption_period_start"],
+                    "name": "local",
+                    "email": "local@localhost.localdomain",
+                    **{f"address_{part}": "" for part in ADDRESS},
+                },
             }
         )

@@ -241,3 +241,13 @@ def test_the_children_of_a_protected_branch_get_new_passwords(api: httpx.Client)
             delete(api, child["id"])
         api.patch(f"/branches/{parent['id']}", json={"branch": {"protected": False}})
         delete(api, parent["id"])
+
+
+def test_me_has_what_neon_api_reads(local_neon: LocalNeonInfo):
+    # neon-api 0.3.0's me() reads the answer into a model that requires billing_account.
+    with httpx.Client(headers={"Authorization": f"Bearer {local_neon.token}"}) as client:
+        me = client.get(f"{local_neon.api_host}/users/me")
+    assert me.status_code == 200, me.text
+    billing = me.json()["billing_account"]
+    assert billing["payment_source"]["type"] and billing["state"] == "active"
+    assert billing["subscription_type"] == "free_v2" and billing["payment_method"] == "none"
