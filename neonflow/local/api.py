@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from neonflow.config import FaultSettings
+from neonflow.local.account import register as register_account
 from neonflow.local.engine import LocalNeon
 from neonflow.local.errors import ApiError, code_for
 from neonflow.local.objects import register as register_objects
@@ -170,6 +171,8 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         result = neon.branches.delete(branch_id)
         return ("", 204) if result is None else jsonify(result)
 
+    # set_as_primary is the older name, which neon-api's branch_set_as_primary() still calls.
+    @api.post(f"{PROJECT}/branches/<branch_id>/set_as_primary")
     @api.post(f"{PROJECT}/branches/<branch_id>/set_as_default")
     def set_default(branch_id: str) -> Response:
         return jsonify(neon.branches.set_default(branch_id))
@@ -278,6 +281,7 @@ def create_api(neon: LocalNeon, token: str) -> Flask:
         return jsonify(faults.settings.model_dump())
 
     register_objects(api, neon)
+    register_account(api, neon)
     app.register_blueprint(api)
     return app
 
@@ -328,11 +332,16 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+# Neon reads query booleans as Go's strconv.ParseBool: neon-api (Python) sends "True"/"False".
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
 def _bool_arg(name: str) -> bool:
     raw = request.args.get(name, "false")
-    if raw not in ("true", "false"):
+    if raw not in _TRUE + _FALSE:
         raise ApiError(400, f"{name} must be true or false")
-    return raw == "true"
+    return raw in _TRUE
 
 
 def _int_arg(name: str) -> int | None:

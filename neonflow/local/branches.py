@@ -8,6 +8,7 @@ at once with operations whose work runs on the queue's workers. A restore (Neon'
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import threading
@@ -20,6 +21,7 @@ from neonflow.local.cluster import Cluster
 from neonflow.local.computes import Computes
 from neonflow.local.errors import FEATURE_NOT_SUPPORTED, ApiError
 from neonflow.local.operations import Operations
+from neonflow.local.postgres import new_password
 from neonflow.local.store import Store, neon_id
 from neonflow.local.validation import (
     check_annotation,
@@ -144,6 +146,12 @@ class Branches:
                 records.new_database(branch["id"], d["name"], d["owner_name"])
                 for d in parent["_databases"]
             ]
+            # The parent's roles, with their passwords, except that the children of a
+            # protected branch get new ones (as on Neon).
+            roles = branch["_roles"] = copy.deepcopy(records.roles(store, parent))
+            if parent.get("protected"):
+                for role in roles.values():
+                    role["password"] = new_password()
             ops = [self.operations.new("create_branch", branch["id"])]
             endpoints = []
             for ep_spec in endpoints_spec:
@@ -158,13 +166,13 @@ class Branches:
                 "branch": self.branch_json(branch),
                 "endpoints": [self.computes.endpoint_json(e) for e in endpoints],
                 "operations": [self.operations.json(op) for op in ops],
-                "roles": shapes.roles_json(store.roles, branch["id"]),
+                "roles": shapes.roles_json(roles, branch["id"]),
                 "databases": [shapes.database_json(branch["id"], d) for d in databases],
             }
-            if endpoints and len(databases) == 1 and len(store.roles) == 1:
+            if endpoints and len(databases) == 1 and len(roles) == 1:
                 db = databases[0]
                 endpoint = records.read_write_endpoint(store, branch["id"]) or endpoints[0]
-                password = store.roles[db["owner_name"]]["password"]
+                password = roles[db["owner_name"]]["password"]
                 response["connection_uris"] = [shapes.connection_details(db, password, endpoint)]
         self.operations.submit(ops)
         return response

@@ -135,8 +135,8 @@ class Computes:
 
     def list_roles(self, branch_id: str) -> dict[str, Any]:
         with self.store.lock:
-            records.branch(self.store, branch_id)
-            return {"roles": shapes.roles_json(self.store.roles, branch_id)}
+            branch = records.branch(self.store, branch_id)
+            return {"roles": shapes.roles_json(records.roles(self.store, branch), branch_id)}
 
     def get_role(self, branch_id: str, name: str) -> dict[str, Any]:
         with self.store.lock:
@@ -147,8 +147,8 @@ class Computes:
 
     def reveal_password(self, branch_id: str, role_name: str) -> dict[str, Any]:
         with self.store.lock:
-            records.branch(self.store, branch_id)
-            role = self.store.roles.get(role_name)
+            branch = records.branch(self.store, branch_id)
+            role = records.roles(self.store, branch).get(role_name)
             if role is None:
                 raise not_found(f"role {role_name}")
             return {"password": role["password"]}
@@ -179,7 +179,7 @@ class Computes:
                     raise ApiError(404, f"branch {branch['id']} has no read_write endpoint")
                 endpoint = found
             records.physical(branch, database_name)
-            role = store.roles.get(role_name)
+            role = records.roles(store, branch).get(role_name)
             if role is None:
                 raise not_found(f"role {role_name}")
             host = shapes.pooler_host(endpoint) if pooled else endpoint["host"]

@@ -89,6 +89,8 @@ class LocalNeon:
         self.cluster.probe()
         with self.store.lock:
             if self.store.data["project"]:
+                for branch in self.store.branches.values():
+                    records.roles(self.store, branch)  # a state folder from before: each a copy
                 self.operations.resume()
                 return
             stamp = now()
@@ -99,7 +101,7 @@ class LocalNeon:
                 "updated_at": stamp,
             }
             password = new_password()
-            self.store.roles[records.DEFAULT_ROLE] = {"password": password, "created_at": stamp}
+            self.store.roles[records.DEFAULT_ROLE] = {"created_at": stamp}
         # PostgreSQL knows only the proxy's internal password: the API's works at the proxy only.
         self.cluster.execute(
             sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
@@ -111,6 +113,9 @@ class LocalNeon:
         branch = records.new_branch("main", parent=None, default=True, init_source="parent-data")
         db = records.new_database(branch["id"], records.DEFAULT_DATABASE, records.DEFAULT_ROLE)
         branch["_databases"] = [db]
+        branch["_roles"] = {
+            records.DEFAULT_ROLE: {"password": password, "created_at": db["created_at"]}
+        }
         self.cluster.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(db["physical"]), sql.Identifier(records.DEFAULT_ROLE)

@@ -77,13 +77,16 @@ class Objects:
                 return db  # type: ignore[no-any-return]
         raise not_found(f"database {name}")
 
-    def _role_json(self, branch_id: str, name: str, with_password: bool = False) -> dict[str, Any]:
-        role = self.neon.store.roles[name]
+    def _role_json(
+        self, branch: dict[str, Any], name: str, with_password: bool = False
+    ) -> dict[str, Any]:
+        branch_id = branch["id"]
+        role = records.roles(self.neon.store, branch)[name]
         out: dict[str, Any] = {
             "branch_id": branch_id,
             "name": name,
             "protected": False,
-            "authentication_method": "password",
+            "authentication_method": "no_login" if role.get("no_login") else "password",
             "created_at": role["created_at"],
             "updated_at": role.get("updated_at", role["created_at"]),
         }
@@ -103,7 +106,7 @@ class Objects:
             neon.operations.check_unlocked(branch_id)
             if any(d["name"] == name for d in branch["_databases"]):
                 raise ApiError(409, f"database {name!r} already exists", DATABASE_EXISTS)
-            if owner not in neon.store.roles:
+            if owner not in records.roles(neon.store, branch):
                 raise not_found(f"role {owner}")
             db = records.new_database(branch_id, name, owner)
             if len(db["physical"].encode()) > 63:
@@ -129,7 +132,7 @@ class Objects:
             db = self._database(branch, name)
             if "owner_name" in spec:
                 owner = self._name(spec["owner_name"], "owner")
-                if owner not in neon.store.roles:
+                if owner not in records.roles(neon.store, branch):
                     raise not_found(f"role {owner}")
                 self._execute(
                     sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
@@ -162,12 +165,15 @@ class Objects:
             }
             return out
 
-    def delete_database(self, branch_id: str, name: str) -> dict[str, Any]:
+    def delete_database(self, branch_id: str, name: str) -> dict[str, Any] | None:
+        """Drop the database; None when the branch has no such database (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
             branch = records.branch(neon.store, branch_id)
             neon.operations.check_unlocked(branch_id)
-            db = self._database(branch, name)
+            db = next((d for d in branch["_databases"] if d["name"] == name), None)
+            if db is None:
+                return None
             self._execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(db["physical"])
@@ -180,7 +186,7 @@ class Objects:
             }
             return out
 
-    # -- roles (one set for the project locally: every branch lists the same) ---------------
+    # -- roles (each branch its own; one PostgreSQL role per name for all the branches) ------
 
     def create_role(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
         spec = self._spec(body, "role")
@@ -188,43 +194,48 @@ class Objects:
         login = not spec.get("no_login", False)
         neon = self.neon
         with records.mutation(neon.store):
-            records.branch(neon.store, branch_id)
-            if name in neon.store.roles:
+            branch = records.branch(neon.store, branch_id)
+            roles = records.roles(neon.store, branch)
+            if name in roles:
                 raise ApiError(409, f"role {name!r} already exists", ROLE_EXISTS)
-            self._execute(
-                sql.SQL("CREATE ROLE {} {} CREATEDB PASSWORD {}").format(
-                    sql.Identifier(name),
-                    sql.SQL("LOGIN" if login else "NOLOGIN"),
-                    sql.Literal(internal_password(neon.pg.password, name)),
-                )
-            )
             stamp = now()
-            neon.store.roles[name] = {"password": new_password(), "created_at": stamp}
+            if name not in neon.store.roles:
+                self._execute(
+                    sql.SQL("CREATE ROLE {} {} CREATEDB PASSWORD {}").format(
+                        sql.Identifier(name),
+                        sql.SQL("LOGIN" if login else "NOLOGIN"),
+                        sql.Literal(internal_password(neon.pg.password, name)),
+                    )
+                )
+                neon.store.roles[name] = {"created_at": stamp}
+            roles[name] = {"password": new_password(), "created_at": stamp}
+            if not login:
+                roles[name]["no_login"] = True
             out = {
-                "role": self._role_json(branch_id, name, with_password=True),
+                "role": self._role_json(branch, name, with_password=True),
                 "operations": [self._finished("apply_config", branch_id)],
             }
             return out
 
-    def delete_role(self, branch_id: str, name: str) -> dict[str, Any]:
+    def delete_role(self, branch_id: str, name: str) -> dict[str, Any] | None:
+        """Drop the role; None when there is no such role (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
-            records.branch(neon.store, branch_id)
-            if name not in neon.store.roles:
-                raise not_found(f"role {name}")
-            owned = [
-                db["name"]
-                for b in records.live_branches(neon.store)
-                for db in b["_databases"]
-                if db["owner_name"] == name
-            ]
+            branch = records.branch(neon.store, branch_id)
+            roles = records.roles(neon.store, branch)
+            if name not in roles:
+                return None
+            owned = [db["name"] for db in branch["_databases"] if db["owner_name"] == name]
             if owned:
-                raise ApiError(422, f"role {name} owns databases: {', '.join(sorted(set(owned)))}")
+                raise ApiError(422, f"role {name} owns databases: {', '.join(sorted(owned))}")
             out = {
-                "role": self._role_json(branch_id, name),
+                "role": self._role_json(branch, name),
                 "operations": [self._finished("apply_config", branch_id)],
             }
-            del neon.store.roles[name]
+            del roles[name]
+            if any(name in records.roles(neon.store, b) for b in neon.store.branches.values()):
+                return out  # other branches have it: PostgreSQL's role stays
+            neon.store.roles.pop(name, None)
         # Objects it owns in some branch keep it in PostgreSQL; it can log in nowhere then.
         try:
             self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
@@ -235,13 +246,13 @@ class Objects:
     def reset_password(self, branch_id: str, name: str) -> dict[str, Any]:
         neon = self.neon
         with records.mutation(neon.store):
-            records.branch(neon.store, branch_id)
-            role = neon.store.roles.get(name)
+            branch = records.branch(neon.store, branch_id)
+            role = records.roles(neon.store, branch).get(name)
             if role is None:
                 raise not_found(f"role {name}")
             role.update(password=new_password(), updated_at=now())
             out = {
-                "role": self._role_json(branch_id, name, with_password=True),
+                "role": self._role_json(branch, name, with_password=True),
                 "operations": [self._finished("apply_config", branch_id)],
             }
             return out
@@ -273,10 +284,13 @@ class Objects:
             }
             return out
 
-    def delete_endpoint(self, endpoint_id: str) -> dict[str, Any]:
+    def delete_endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        """Delete the endpoint; None when there is no such endpoint (Neon's 204)."""
         neon = self.neon
         with records.mutation(neon.store):
-            endpoint = records.endpoint(neon.store, endpoint_id)
+            endpoint = neon.store.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return None
             del neon.store.endpoints[endpoint_id]
             neon.computes.release([endpoint_id])
             out = {
@@ -306,6 +320,10 @@ def _body() -> dict[str, Any]:
     return data
 
 
+def _answer(result: dict[str, Any] | None) -> Response | tuple[str, int]:
+    return ("", 204) if result is None else jsonify(result)
+
+
 def register(api: Blueprint, neon: LocalNeon) -> None:
     """The routes of these calls, on the API's blueprint."""
     objects = Objects(neon)
@@ -320,16 +338,16 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
         return jsonify(objects.update_database(branch_id, name, _body()))
 
     @api.delete(f"{branch}/databases/<name>")
-    def delete_database(branch_id: str, name: str) -> Response:
-        return jsonify(objects.delete_database(branch_id, name))
+    def delete_database(branch_id: str, name: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_database(branch_id, name))
 
     @api.post(f"{branch}/roles")
     def create_role(branch_id: str) -> tuple[Response, int]:
         return jsonify(objects.create_role(branch_id, _body())), 201
 
     @api.delete(f"{branch}/roles/<name>")
-    def delete_role(branch_id: str, name: str) -> Response:
-        return jsonify(objects.delete_role(branch_id, name))
+    def delete_role(branch_id: str, name: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_role(branch_id, name))
 
     @api.post(f"{branch}/roles/<name>/reset_password")
     def reset_password(branch_id: str, name: str) -> Response:
@@ -345,8 +363,8 @@ def register(api: Blueprint, neon: LocalNeon) -> None:
         return jsonify(objects.update_endpoint(endpoint_id, _body()))
 
     @api.delete(f"{PROJECT}/endpoints/<endpoint_id>")
-    def delete_endpoint(endpoint_id: str) -> Response:
-        return jsonify(objects.delete_endpoint(endpoint_id))
+    def delete_endpoint(endpoint_id: str) -> Response | tuple[str, int]:
+        return _answer(objects.delete_endpoint(endpoint_id))
 
     @api.post(f"{PROJECT}/endpoints/<endpoint_id>/restart")
     def restart_endpoint(endpoint_id: str) -> Response:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 import psycopg
 from psycopg import sql
 
+from neonflow.local import records
 from neonflow.local.backends import Backends, Forward, discard
 from neonflow.local.frontdoor_auth import ClientAuth
 from neonflow.local.relay import READ_ONLY_CLIENT, READ_ONLY_SERVER, Pipe, new_loop
@@ -332,12 +333,13 @@ class Proxy:
                 raise Refused("XX000", f"endpoint {endpoint_id} not found")
             if endpoint.get("disabled"):
                 raise Refused("XX000", f"endpoint {endpoint_id} is disabled")
-            role = store.roles.get(user)
+            role = records.roles(store, branch).get(user)
             physical = next(
                 (d["physical"] for d in branch["_databases"] if d["name"] == database), None
             )
             read_only = endpoint["type"] == "read_only"
-            return (role["password"] if role else None), physical, read_only
+            password = role["password"] if role and not role.get("no_login") else None
+            return password, physical, read_only
 
 
 def _host(address: str, port: int) -> str:

@@ -2,11 +2,13 @@
 
 The request checks what Neon checks and answers with a ``create_timeline`` operation; its work
 copies the source's databases aside, moves the old data under ``preserve_under_name`` when asked,
-then swaps the copies in. A failed restore leaves the branch with its data, ready again.
+then swaps the copies in: the branch ends with the source's databases, no more and no fewer.
+A failed restore leaves the branch with its data, ready again.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +100,7 @@ class Restores:
             {**d, "physical": f"{d['name']}_{kept['id']}"} for d in branch["_databases"]
         ]
         kept["_annotation"] = branch.get("_annotation")
+        kept["_roles"] = copy.deepcopy(records.roles(self.store, branch))
         for child in children:
             child["parent_id"] = kept["id"]
         self.store.branches[kept["id"]] = kept
@@ -115,10 +118,29 @@ class Restores:
         with self.store.lock:
             branch = self.store.branches[op["branch_id"]]
             source = self.store.branches[op["_source"]]
+            # As on Neon, the branch gets the source's databases, whatever it had itself: the
+            # ones of the same name are replaced, the source's others added, its own others go.
+            had = {d["name"]: d for d in branch["_databases"]}
+            databases = [
+                {
+                    **had.get(s["name"], records.new_database(branch["id"], s["name"], "")),
+                    "owner_name": s["owner_name"],
+                }
+                for s in source["_databases"]
+            ]
             pairs = [
                 (s["physical"], d["physical"], d["owner_name"])
-                for s, d in zip(source["_databases"], branch["_databases"], strict=True)
+                for s, d in zip(source["_databases"], databases, strict=True)
             ]
+            names = {d["name"] for d in databases}
+            # The source's roles too; one the branch had already keeps its password (a reset
+            # keeps the connection details).
+            own = records.roles(self.store, branch)
+            roles = {
+                name: copy.deepcopy(own.get(name, role))
+                for name, role in records.roles(self.store, source).items()
+            }
+            dropped = [d["physical"] for d in branch["_databases"] if d["name"] not in names]
         # Each restored database is marked with the operation, so a run again after a restart
         # (the disk had not caught up) leaves alone what this restore already replaced. The
         # copies are made aside first: should one fail (a full disk), the branch still has its
@@ -130,7 +152,11 @@ class Restores:
         with self.store.lock:
             op["_renamed"] = True
         self.cluster.swap_in(staged, marker)
+        for physical in dropped:  # under preserve_under_name, moved to the kept branch already
+            self.cluster.drop(physical)
         with self.store.lock:
+            branch["_databases"] = databases
+            branch["_roles"] = roles
             branch.update(current_state="ready", pending_state=None, state_changed_at=now())
 
     def undo(self, op: dict[str, Any]) -> None:

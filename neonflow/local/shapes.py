@@ -101,9 +101,9 @@ def roles_json(roles: Mapping[str, Mapping[str, Any]], branch_id: str) -> list[d
             "branch_id": branch_id,
             "name": name,
             "protected": False,
-            "authentication_method": "password",
+            "authentication_method": "no_login" if role.get("no_login") else "password",
             "created_at": role["created_at"],
-            "updated_at": role["created_at"],
+            "updated_at": role.get("updated_at", role["created_at"]),
         }
         for name, role in roles.items()
     ]

@@ -39,6 +39,7 @@ E = f"{P}/endpoints/{{endpoint_id}}"
 SERVED = {
     ("GET", "/projects"),
     ("GET", "/projects/shared"),
+    ("GET", "/users/me"),
     ("GET", P),
     ("GET", f"{P}/branches"),
     ("POST", f"{P}/branches"),
@@ -308,6 +309,7 @@ def test_every_served_path_answers_as_the_spec_says(checked: Checked):
     call = checked
     call("GET", "/projects", 200)
     assert call("GET", "/projects/shared", 200)["projects"] == []
+    assert call("GET", "/users/me", 200)["id"]  # neonctl me, the SDKs' me()
     project = call("GET", P, 200)["project"]
     call("GET", f"{P}/branches", 200)
     listed = call("GET", f"{P}/branches", 200, params={"sort_by": "name", "limit": 1})
