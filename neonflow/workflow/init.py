@@ -19,7 +19,7 @@ from typing import Any
 from neonflow.config import CONFIG_FILE
 from neonflow.errors import ConfigError, UsageError
 from neonflow.files import write_private
-from neonflow.migrations.project import flask_app_from_env, read_ini
+from neonflow.migrations.project import flask_app_from_env, read_ini, refuse_multidb
 
 _SKIP = {".git", ".venv", "venv", "env", "node_modules", "__pycache__", ".tox", ".nox", ".neonflow"}
 _DEPTH = 4
@@ -95,6 +95,9 @@ def detect(root: Path) -> Detected:
         found.notes.append(f"several Alembic ini files; using {found.alembic_ini} (also: {others})")
     options = read_ini(ini)
     flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
+    location = Path(options.get("script_location", "")).expanduser()
+    scripts = location if location.is_absolute() else ini.parent / location
+    refuse_multidb(ini, options, ini.parent / "env.py" if flask_migrate else scripts / "env.py")
     run_folder = ini.parent.parent if flask_migrate else ini.parent
     if flask_migrate:
         found.flask_app = flask_app_from_env(root) or flask_app_from_env(run_folder)
