@@ -43,6 +43,10 @@ PART_VARIABLES = {
     "POSTGRES_DB": "{database}",
     "POSTGRES_DATABASE": "{database}",
 }
+# os.environ["X"], os.environ.get("X"), os.getenv("X"), environ["X"]
+_ENVIRON_READ = re.compile(
+    r"""(?:environ(?:\.get)?\s*[\[(]|getenv\s*\()\s*['"]([A-Z][A-Z0-9_]*)['"]"""
+)
 _SETTINGS_FILES = re.compile(r"^(settings|config|conf|database|db)\.py$|^env\.py$")
 
 
@@ -109,7 +113,8 @@ def detect(root: Path) -> Detected:
             found.flask_app = ""
     env_file = _env_file(root, run_folder)
     found.env_file = _rel(env_file, root)
-    _variables(found, root, run_folder, env_file, ini)
+    app_module = _flask_module(found.flask_app, run_folder) if found.flask_app else None
+    _variables(found, root, run_folder, env_file, ini, app_module)
     return found
 
 
@@ -198,6 +203,17 @@ def _python_files(root: Path) -> list[Path]:
     return _walk(root, lambda f: bool(_SETTINGS_FILES.match(f)))
 
 
+def _flask_module(flask_app: str, folder: Path) -> Path | None:
+    """The file of FLASK_APP's module (``blog:create_app()``, ``blog.app``, ``wsgi.py``)."""
+    module = flask_app.split(":", 1)[0].strip()
+    if module.endswith(".py"):
+        candidates = [folder / module]
+    else:
+        path = Path(*module.split(".")) if module else Path()
+        candidates = [folder / path.with_suffix(".py"), folder / path / "__init__.py"]
+    return next((c for c in candidates if module and c.is_file()), None)
+
+
 def _env_file(root: Path, run_folder: Path) -> Path:
     for folder in (root, run_folder):
         if (folder / ".env").is_file():
@@ -205,7 +221,14 @@ def _env_file(root: Path, run_folder: Path) -> Path:
     return root / ".env"
 
 
-def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, ini: Path) -> None:
+def _variables(
+    found: Detected,
+    root: Path,
+    run_folder: Path,
+    env_file: Path,
+    ini: Path,
+    app_module: Path | None = None,
+) -> None:
     """The URL variable, or the POSTGRES_* parts, the app reads."""
     keys: list[str] = []
     if env_file.is_file():
@@ -217,10 +240,24 @@ def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, in
     names = set(keys)
     for text in sources.values():
         names.update(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", text))
-    url_vars = [v for v in URL_VARIABLES if v in keys] or [v for v in URL_VARIABLES if v in names]
+    # The Flask app's own module: the variables it reads from the environment, not the names
+    # of its config keys (SQLALCHEMY_DATABASE_URI is one of both).
+    read: set[str] = set()
+    if app_module is not None:
+        text = app_module.read_text(encoding="utf-8", errors="replace")
+        read = set(_ENVIRON_READ.findall(text))
+        if read & set(URL_VARIABLES) or read & set(PART_VARIABLES):
+            sources[_rel(app_module, root)] = text
+            names |= read
+    url_vars = (
+        [v for v in URL_VARIABLES if v in read]
+        or [v for v in URL_VARIABLES if v in keys]
+        or [v for v in URL_VARIABLES if v in names]
+    )
     parts = {v: t for v, t in PART_VARIABLES.items() if v in names}
     fields = set(parts.values())
-    if parts and {"{host}", "{database}"} <= fields and not [v for v in URL_VARIABLES if v in keys]:
+    url_named = [v for v in URL_VARIABLES if v in keys or v in read]
+    if parts and {"{host}", "{database}"} <= fields and not url_named:
         found.env, found.env_var = parts, None
         found.found_in = _where(list(parts), keys, env_file, root, sources)
         found.notes.append(

@@ -76,3 +76,32 @@ def test_an_ini_value_with_a_bare_percent_that_alembic_never_reads(
     assert project.options["sqlalchemy.url"] == url
     assert project.sqlalchemy_driver() == "psycopg"
     assert upgrade_to(ini, database_url) == ("0001",)
+
+
+def test_init_finds_the_variable_a_flask_factory_reads(tmp_path: Path) -> None:
+    """The Flask tutorial's shape: the factory in the package's ``__init__.py`` reads the URL
+    from the environment, FLASK_APP in ``.flaskenv``, ``flask db init``'s folder; no .env yet."""
+    root = tmp_path / "blog-app"
+    shutil.copytree(PROJECTS / "flask_migrate" / "migrations", root / "migrations")
+    (root / "blog").mkdir()
+    (root / "blog" / "__init__.py").write_text(
+        "import os\n\nfrom flask import Flask\n\nfrom blog.extensions import db, migrate\n\n\n"
+        "def create_app(test_config=None):\n"
+        "    app = Flask(__name__, instance_relative_config=True)\n"
+        "    app.config.from_mapping(\n"
+        '        SECRET_KEY=os.environ.get("SECRET_KEY", "dev"),\n'
+        '        SQLALCHEMY_DATABASE_URI=os.environ["SQLALCHEMY_DATABASE_URI"],\n'
+        "    )\n"
+        "    db.init_app(app)\n    migrate.init_app(app, db)\n    return app\n"
+    )
+    (root / ".flaskenv").write_text("FLASK_APP=blog:create_app\nFLASK_DEBUG=1\n")
+
+    found = detect(root)
+
+    assert found.flask_app == "blog:create_app"
+    assert found.env_var == "SQLALCHEMY_DATABASE_URI"
+    assert found.found_in == ["blog/__init__.py"]
+    assert not [note for note in found.notes if "variable" in note]
+    # what the app reads beats another variable an env file holds
+    (root / ".env").write_text("DATABASE_URL=postgresql://me@localhost/blog\n")
+    assert detect(root).env_var == "SQLALCHEMY_DATABASE_URI"
