@@ -34,6 +34,11 @@ from neonflow.migrations.project import Project, multiple_heads
 OFFLINE_URL = "postgresql://neonflow:offline@offline.invalid:5432/neondb"
 
 
+class Unreachable(NetworkError):
+    """A connection failed before any revision ran (env.py's, or neonflow's own to the
+    target): nothing ran anywhere. Reported as the NetworkError it is (exit 7)."""
+
+
 @dataclass
 class Upgraded:
     """What an upgrade did, as read back on neonflow's own connection."""
@@ -224,7 +229,7 @@ class Runner:
         if kind == "heads":
             return multiple_heads(reply.get("heads") or [])
         if kind == "env_network":
-            return NetworkError(message)
+            return Unreachable(message)
         if kind == "command":
             return MigrationError(message)
         return EnvPyError(message)

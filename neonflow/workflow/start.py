@@ -114,6 +114,8 @@ class Starting(BranchesBase):
                     raise
         if created is None:
             branch = self.wait_ready(branch)
+        from neonflow.migrations.runner import Unreachable
+
         # A branch made for nothing goes again, and the env file is put back as it was.
         saved = envfile.snapshot(self.settings.env_file) if write_env else None
         try:
@@ -130,9 +132,9 @@ class Starting(BranchesBase):
                 else:
                     self.progress("running alembic upgrade head")
                     revision = self.migrate(runner, url, f"branch {full}")
-        except (EnvPyError, WrongTargetError, RevisionLoadError) as exc:
-            # Nothing ran on the branch: env.py failed or went elsewhere, or a revision file
-            # did not load, before the first revision.
+        except (EnvPyError, WrongTargetError, RevisionLoadError, Unreachable) as exc:
+            # Nothing ran on the branch: env.py failed, went elsewhere or could not connect, or
+            # a revision file did not load, before the first revision.
             if purpose is not None:  # the caller's branch to keep or delete
                 raise
             if created is not None and self._discard(branch, "nothing ran on it", wait=True):

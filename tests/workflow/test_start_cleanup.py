@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from neonflow.config import load_settings
-from neonflow.errors import EnvPyError, WrongTargetError
+from neonflow.errors import EnvPyError, NetworkError, WrongTargetError
+from neonflow.local.postgres import free_port
 from neonflow.local.service import LocalNeonInfo
 from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
@@ -93,6 +94,24 @@ def test_a_new_branch_is_deleted_when_env_py_fails_to_import(
     assert client.find_branch(name) is None
     assert not (root / ".env").exists()  # it did not exist before
     assert [p.name for p in root.iterdir() if p.name.startswith(".env")] == []
+
+
+def test_a_new_branch_is_deleted_when_env_py_cannot_connect(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    """env.py hard-codes the developer's own database, which is not running: exit 7."""
+    root = generic_project(tmp_path / "p", local_neon)
+    going_its_own_way(root, f"postgresql+psycopg://dev:dev@127.0.0.1:{free_port()}/dev")
+    name = f"offline-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(NetworkError) as raised:
+        workflow.start(name)
+
+    assert "env.py failed: connection failed" in str(raised.value)
+    assert f"branch {name} was deleted (nothing ran on it)" in str(raised.value)
+    assert client.find_branch(name) is None
+    assert (root / ".env").read_bytes() == ENV_BEFORE.encode()
 
 
 def test_a_branch_that_was_there_is_kept_when_env_py_fails(
