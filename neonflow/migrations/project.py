@@ -52,8 +52,14 @@ class Project:
                 f"{ini}: Alembic configuration not found (set [migrations] alembic_ini in "
                 "neonflow.toml, or run `neonflow init`)"
             )
-        toml_file = _alembic_pyproject(ini.parent, settings.root)
-        options = read_ini(ini)
+        toml_file: Path | None
+        if ini.name == "pyproject.toml":
+            # Alembic 1.16+ with no alembic.ini at all: [tool.alembic] is the configuration.
+            if not read_pyproject(ini):
+                raise ConfigError(f"{ini}: no [tool.alembic] table in it")
+            toml_file, options = ini.resolve(), {}
+        else:
+            toml_file, options = _alembic_pyproject(ini.parent, settings.root), read_ini(ini)
         if toml_file is not None:
             # Alembic 1.16+: [tool.alembic] in pyproject.toml holds what the ini does not.
             options = {**options, **read_pyproject(toml_file)}
@@ -97,6 +103,11 @@ class Project:
         return project
 
     # -- where the scripts are -------------------------------------------------------------
+
+    @property
+    def ini_file(self) -> Path | None:
+        """The ini Alembic reads (None: pyproject.toml alone)."""
+        return None if self.ini == self.toml_file else self.ini
 
     @property
     def script_dir(self) -> Path | None:

@@ -69,7 +69,7 @@ class Runner:
         self._send(
             {
                 "op": "project",
-                "ini": str(project.ini),
+                "ini": str(project.ini_file) if project.ini_file else None,
                 "toml_file": str(project.toml_file) if project.toml_file else None,
                 "cwd": str(project.cwd),
                 "script_dir": str(script_dir) if script_dir else None,

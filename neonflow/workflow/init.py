@@ -19,7 +19,12 @@ from typing import Any
 from neonflow.config import CONFIG_FILE
 from neonflow.errors import ConfigError, UsageError
 from neonflow.files import write_private
-from neonflow.migrations.project import flask_app_from_env, read_ini, refuse_multidb
+from neonflow.migrations.project import (
+    flask_app_from_env,
+    read_ini,
+    read_pyproject,
+    refuse_multidb,
+)
 
 _SKIP = {".git", ".venv", "venv", "env", "node_modules", "__pycache__", ".tox", ".nox", ".neonflow"}
 _DEPTH = 4
@@ -87,6 +92,8 @@ class InitResult:
 def detect(root: Path) -> Detected:
     """Look at the project in ``root``; a ConfigError when there is no Alembic in it."""
     inis = sorted(_find(root, "alembic.ini"), key=lambda p: (len(p.relative_to(root).parts), p))
+    if not inis and read_pyproject(root / "pyproject.toml"):
+        inis = [root / "pyproject.toml"]  # Alembic 1.16+: [tool.alembic] with no alembic.ini
     if not inis:
         raise ConfigError(
             f"no Alembic project in {root} (no alembic.ini here or below): set Alembic up "
@@ -97,7 +104,7 @@ def detect(root: Path) -> Detected:
     if len(inis) > 1:
         others = ", ".join(_rel(p, root) for p in inis[1:4])
         found.notes.append(f"several Alembic ini files; using {found.alembic_ini} (also: {others})")
-    options = read_ini(ini)
+    options = read_pyproject(ini) if ini.name == "pyproject.toml" else read_ini(ini)
     flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
     location = Path(options.get("script_location", "")).expanduser()
     scripts = location if location.is_absolute() else ini.parent / location
@@ -273,7 +280,7 @@ def _variables(
             )
         return
     found.env_var = "DATABASE_URL"
-    if read_ini(ini).get("sqlalchemy.url"):
+    if ini.name != "pyproject.toml" and read_ini(ini).get("sqlalchemy.url"):
         found.notes.append(
             "env.py seems to take the URL from alembic.ini's sqlalchemy.url: neonflow sets it "
             "for every run; DATABASE_URL in the env file is for your app"

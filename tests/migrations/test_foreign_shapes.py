@@ -105,3 +105,26 @@ def test_init_finds_the_variable_a_flask_factory_reads(tmp_path: Path) -> None:
     # what the app reads beats another variable an env file holds
     (root / ".env").write_text("DATABASE_URL=postgresql://me@localhost/blog\n")
     assert detect(root).env_var == "SQLALCHEMY_DATABASE_URI"
+
+
+def test_a_pyproject_project_without_alembic_ini(tmp_path: Path, database_url: str) -> None:
+    """``alembic init -t pyproject`` with alembic.ini deleted, as Alembic 1.16+ allows when
+    env.py does not need it: the configuration is ``[tool.alembic]`` of pyproject.toml alone."""
+    root = alembic_init(tmp_path / "shop", "pyproject")
+    (root / "alembic.ini").unlink()
+    shutil.copy(PROJECTS / "_revisions" / "0001_create_items.py", root / "alembic" / "versions")
+    pyproject = root / "pyproject.toml"
+
+    found = detect(root)
+    settings = load_settings(
+        config_file=None,
+        root=root,
+        migrations={"alembic_ini": found.alembic_ini},
+        app={"env_file": str(root / ".env")},
+    )
+    project = Project.from_settings(settings)
+
+    assert found.alembic_ini == "pyproject.toml"
+    assert project.toml_file == pyproject.resolve()
+    assert project.script_dir == (root / "alembic").resolve()
+    assert upgrade_to(pyproject, database_url) == ("0001",)
