@@ -213,6 +213,13 @@ class Runner:
 
     def _error(self, reply: dict[str, Any]) -> Exception:
         kind, message = reply["kind"], reply["message"]
+        if kind == "target" and reply.get("changed"):
+            return WrongTargetError(
+                f"{message}. env.py (or the app) changed {', '.join(reply['changed'])} after "
+                "neonflow exported it: a load_dotenv(override=True), or another loader that "
+                "overrides the environment, reads the env file over it; drop override=True so "
+                "that the exported variables win"
+            )
         if kind == "target":
             return WrongTargetError(
                 f"{message}. neonflow set sqlalchemy.url and exported "

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from neonflow.config import load_settings
-from neonflow.errors import ConfigError
+from neonflow.errors import ConfigError, WrongTargetError
 from neonflow.migrations import Project
 from neonflow.workflow.init import detect
 from tests.conftest import upgrade_to
@@ -128,3 +129,37 @@ def test_a_pyproject_project_without_alembic_ini(tmp_path: Path, database_url: s
     assert project.toml_file == pyproject.resolve()
     assert project.script_dir == (root / "alembic").resolve()
     assert upgrade_to(pyproject, database_url) == ("0001",)
+
+
+def test_env_py_that_reloads_the_env_file_over_the_environment_is_told_so(
+    tmp_path: Path, database_url: str
+) -> None:
+    """``load_dotenv(override=True)`` in env.py: the env file's URL (the developer's database,
+    the feature branch during promote) replaces the one neonflow exported. The interlock refuses;
+    the message says why, rather than only "name that variable in [app] env_var"."""
+    root = tmp_path / "dotenv-override"
+    shutil.copytree(PROJECTS / "environ", root)
+    (root / "alembic" / "versions").mkdir(exist_ok=True)
+    shutil.copy(PROJECTS / "_revisions" / "0001_create_items.py", root / "alembic" / "versions")
+    env_py = root / "alembic" / "env.py"
+    text = env_py.read_text()
+    assert text.startswith("import os\n")
+    env_py.write_text(
+        "from dotenv import load_dotenv\n"
+        + text.replace(
+            "config = context.config\n", "config = context.config\nload_dotenv(override=True)\n", 1
+        )
+    )
+    other = database_url.rsplit("/", 1)[0] + "/postgres"
+    (root / ".env").write_text(f"DATABASE_URL={other}\n")
+
+    with pytest.raises(WrongTargetError) as refused:
+        upgrade_to(root / "alembic.ini", database_url)
+
+    message = str(refused.value)
+    assert "nothing was run there" in message
+    assert "env.py (or the app) changed DATABASE_URL after neonflow exported it" in message
+    assert "override=True" in message
+    with psycopg.connect(other) as conn:
+        row = conn.execute("SELECT to_regclass('alembic_version')").fetchone()
+    assert row == (None,)
