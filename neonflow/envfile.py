@@ -20,7 +20,7 @@ from pathlib import Path
 
 from neonflow.errors import ConfigError
 
-__all__ = ["check_writable", "read_var", "read_vars", "set_var", "set_vars"]
+__all__ = ["check_writable", "read_var", "read_vars", "restore", "set_var", "set_vars", "snapshot"]
 
 Warn = Callable[[str], None]
 
@@ -113,6 +113,28 @@ def set_vars(path: Path, values: Mapping[str, str], *, warn: Warn | None = None)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _replace(target, (bom + "".join(kept)).encode("utf-8"), path, warn)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the env file: {_reason(exc)}") from None
+
+
+def snapshot(path: Path) -> bytes | None:
+    """The env file's bytes now (None: there is none), for :func:`restore`."""
+    try:
+        return (path.resolve() if path.is_symlink() else path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the env file: {_reason(exc)}") from None
+
+
+def restore(path: Path, data: bytes | None) -> None:
+    """Put back what :func:`snapshot` read: those bytes, atomically, or no file at all."""
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            _replace(target, data, path, None)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot write the env file: {_reason(exc)}") from None
 

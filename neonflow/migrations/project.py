@@ -52,8 +52,14 @@ class Project:
                 f"{ini}: Alembic configuration not found (set [migrations] alembic_ini in "
                 "neonflow.toml, or run `neonflow init`)"
             )
-        toml_file = _alembic_pyproject(ini.parent, settings.root)
-        options = read_ini(ini)
+        toml_file: Path | None
+        if ini.name == "pyproject.toml":
+            # Alembic 1.16+ with no alembic.ini at all: [tool.alembic] is the configuration.
+            if not read_pyproject(ini):
+                raise ConfigError(f"{ini}: no [tool.alembic] table in it")
+            toml_file, options = ini.resolve(), {}
+        else:
+            toml_file, options = _alembic_pyproject(ini.parent, settings.root), read_ini(ini)
         if toml_file is not None:
             # Alembic 1.16+: [tool.alembic] in pyproject.toml holds what the ini does not.
             options = {**options, **read_pyproject(toml_file)}
@@ -88,6 +94,7 @@ class Project:
             toml_file=toml_file,
         )
         script_dir = project.script_dir
+        refuse_multidb(ini, options, script_dir / "env.py" if script_dir is not None else None)
         if script_dir is not None and not (script_dir / "env.py").is_file():
             raise ConfigError(
                 f"{ini}: script_location {options.get('script_location')!r} has no env.py from "
@@ -96,6 +103,11 @@ class Project:
         return project
 
     # -- where the scripts are -------------------------------------------------------------
+
+    @property
+    def ini_file(self) -> Path | None:
+        """The ini Alembic reads (None: pyproject.toml alone)."""
+        return None if self.ini == self.toml_file else self.ini
 
     @property
     def script_dir(self) -> Path | None:
@@ -278,9 +290,33 @@ def read_ini(ini: Path) -> dict[str, str]:
         parser.read(ini, encoding="utf-8")
         if not parser.has_section("alembic"):
             return {}
-        return {key: parser.get("alembic", key) for key in parser.options("alembic")}
+        return {key: _option(parser, key) for key in parser.options("alembic")}
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError(f"{ini}: not a valid Alembic ini: {_first_line(exc)}") from None
+
+
+def _option(parser: configparser.ConfigParser, key: str) -> str:
+    """One option as Alembic reads it; a bare ``%`` (a %-quoted password in a URL that env.py
+    replaces) only fails in Alembic when that option is read, so here it is taken as written."""
+    try:
+        return parser.get("alembic", key)
+    except configparser.InterpolationError:
+        return parser.get("alembic", key, raw=True)
+
+
+def refuse_multidb(ini: Path, options: dict[str, str], env_py: Path | None) -> None:
+    """``alembic init -t multidb``: one env.py migrating each ``[engineN]`` section's database
+    in turn; neonflow gives a branch one database, so it says so before anything is done."""
+    databases = options.get("databases", "").strip()
+    if not databases or env_py is None or not env_py.is_file():
+        return
+    if not re.search(r"""get_main_option\(\s*['"]databases['"]""", _text(env_py)):
+        return
+    raise ConfigError(
+        f"{ini}: a multi-database Alembic project (databases = {databases}, as `alembic init "
+        "-t multidb` writes it) is not supported: neonflow migrates one database per branch; "
+        "point [migrations] alembic_ini at a single-database configuration"
+    )
 
 
 def revision_id(path: Path) -> str | None:

@@ -34,6 +34,11 @@ from neonflow.migrations.project import Project, multiple_heads
 OFFLINE_URL = "postgresql://neonflow:offline@offline.invalid:5432/neondb"
 
 
+class Unreachable(NetworkError):
+    """A connection failed before any revision ran (env.py's, or neonflow's own to the
+    target): nothing ran anywhere. Reported as the NetworkError it is (exit 7)."""
+
+
 @dataclass
 class Upgraded:
     """What an upgrade did, as read back on neonflow's own connection."""
@@ -64,7 +69,7 @@ class Runner:
         self._send(
             {
                 "op": "project",
-                "ini": str(project.ini),
+                "ini": str(project.ini_file) if project.ini_file else None,
                 "toml_file": str(project.toml_file) if project.toml_file else None,
                 "cwd": str(project.cwd),
                 "script_dir": str(script_dir) if script_dir else None,
@@ -208,6 +213,13 @@ class Runner:
 
     def _error(self, reply: dict[str, Any]) -> Exception:
         kind, message = reply["kind"], reply["message"]
+        if kind == "target" and reply.get("changed"):
+            return WrongTargetError(
+                f"{message}. env.py (or the app) changed {', '.join(reply['changed'])} after "
+                "neonflow exported it: a load_dotenv(override=True), or another loader that "
+                "overrides the environment, reads the env file over it; drop override=True so "
+                "that the exported variables win"
+            )
         if kind == "target":
             return WrongTargetError(
                 f"{message}. neonflow set sqlalchemy.url and exported "
@@ -224,7 +236,7 @@ class Runner:
         if kind == "heads":
             return multiple_heads(reply.get("heads") or [])
         if kind == "env_network":
-            return NetworkError(message)
+            return Unreachable(message)
         if kind == "command":
             return MigrationError(message)
         return EnvPyError(message)

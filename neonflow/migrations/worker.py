@@ -75,6 +75,7 @@ class Session:
 
         os.environ.update(env)
         self.target = {
+            "env": dict(env),
             "url": url,
             "sqlalchemy_url": sqlalchemy_url,
             "intended": intended,
@@ -279,7 +280,12 @@ class Session:
     def failure(self, exc: BaseException) -> dict[str, Any]:
         if not isinstance(exc, Failure):
             exc = classified(exc, self._dirs(None), "env")
-        return {"ok": False, "kind": exc.kind, "message": exc.message, **exc.extra}
+        reply = {"ok": False, "kind": exc.kind, "message": exc.message, **exc.extra}
+        if exc.kind == "target" and self.target:
+            # What env.py (a load_dotenv(override=True), say) set over neonflow's variables.
+            exported = self.target.get("env") or {}
+            reply["changed"] = sorted(k for k, v in exported.items() if os.environ.get(k) != v)
+        return reply
 
 
 def main() -> None:

@@ -225,13 +225,18 @@ class BranchesBase:
             raise NeonAPIError(f"branch {branch.name!r} did not become ready")
         return ready
 
-    def _discard(self, branch: Branch) -> None:
-        """Delete a branch this command created and cannot use; best effort."""
-        self.progress(f"deleting branch {branch.name}: it did not become ready")
+    def _discard(self, branch: Branch, why: str = "", wait: bool = False) -> bool:
+        """Delete a branch this command created and cannot use (``wait``: until it is gone);
+        best effort (False: it may still be there, and the user is told)."""
+        self.progress(f"deleting branch {branch.name}: {why or 'it did not become ready'}")
         try:
-            self.client.delete_branch(branch.id)
+            operations = self.client.delete_branch(branch.id)
+            if wait:
+                self.client.wait_for_operations(operations)
         except NeonflowError as exc:
             self.progress(f"could not delete {branch.name} ({exc}); `neonflow branch delete` it")
+            return False
+        return True
 
     @staticmethod
     def _refuse_parent(branch: Branch, branches: list[Branch], verb: str) -> None:

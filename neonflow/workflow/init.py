@@ -19,7 +19,12 @@ from typing import Any
 from neonflow.config import CONFIG_FILE
 from neonflow.errors import ConfigError, UsageError
 from neonflow.files import write_private
-from neonflow.migrations.project import flask_app_from_env, read_ini
+from neonflow.migrations.project import (
+    flask_app_from_env,
+    read_ini,
+    read_pyproject,
+    refuse_multidb,
+)
 
 _SKIP = {".git", ".venv", "venv", "env", "node_modules", "__pycache__", ".tox", ".nox", ".neonflow"}
 _DEPTH = 4
@@ -43,6 +48,10 @@ PART_VARIABLES = {
     "POSTGRES_DB": "{database}",
     "POSTGRES_DATABASE": "{database}",
 }
+# os.environ["X"], os.environ.get("X"), os.getenv("X"), environ["X"]
+_ENVIRON_READ = re.compile(
+    r"""(?:environ(?:\.get)?\s*[\[(]|getenv\s*\()\s*['"]([A-Z][A-Z0-9_]*)['"]"""
+)
 _SETTINGS_FILES = re.compile(r"^(settings|config|conf|database|db)\.py$|^env\.py$")
 
 
@@ -83,6 +92,8 @@ class InitResult:
 def detect(root: Path) -> Detected:
     """Look at the project in ``root``; a ConfigError when there is no Alembic in it."""
     inis = sorted(_find(root, "alembic.ini"), key=lambda p: (len(p.relative_to(root).parts), p))
+    if not inis and read_pyproject(root / "pyproject.toml"):
+        inis = [root / "pyproject.toml"]  # Alembic 1.16+: [tool.alembic] with no alembic.ini
     if not inis:
         raise ConfigError(
             f"no Alembic project in {root} (no alembic.ini here or below): set Alembic up "
@@ -93,8 +104,11 @@ def detect(root: Path) -> Detected:
     if len(inis) > 1:
         others = ", ".join(_rel(p, root) for p in inis[1:4])
         found.notes.append(f"several Alembic ini files; using {found.alembic_ini} (also: {others})")
-    options = read_ini(ini)
+    options = read_pyproject(ini) if ini.name == "pyproject.toml" else read_ini(ini)
     flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
+    location = Path(options.get("script_location", "")).expanduser()
+    scripts = location if location.is_absolute() else ini.parent / location
+    refuse_multidb(ini, options, ini.parent / "env.py" if flask_migrate else scripts / "env.py")
     run_folder = ini.parent.parent if flask_migrate else ini.parent
     if flask_migrate:
         found.flask_app = flask_app_from_env(root) or flask_app_from_env(run_folder)
@@ -106,7 +120,8 @@ def detect(root: Path) -> Detected:
             found.flask_app = ""
     env_file = _env_file(root, run_folder)
     found.env_file = _rel(env_file, root)
-    _variables(found, root, run_folder, env_file, ini)
+    app_module = _flask_module(found.flask_app, run_folder) if found.flask_app else None
+    _variables(found, root, run_folder, env_file, ini, app_module)
     return found
 
 
@@ -195,6 +210,17 @@ def _python_files(root: Path) -> list[Path]:
     return _walk(root, lambda f: bool(_SETTINGS_FILES.match(f)))
 
 
+def _flask_module(flask_app: str, folder: Path) -> Path | None:
+    """The file of FLASK_APP's module (``blog:create_app()``, ``blog.app``, ``wsgi.py``)."""
+    module = flask_app.split(":", 1)[0].strip()
+    if module.endswith(".py"):
+        candidates = [folder / module]
+    else:
+        path = Path(*module.split(".")) if module else Path()
+        candidates = [folder / path.with_suffix(".py"), folder / path / "__init__.py"]
+    return next((c for c in candidates if module and c.is_file()), None)
+
+
 def _env_file(root: Path, run_folder: Path) -> Path:
     for folder in (root, run_folder):
         if (folder / ".env").is_file():
@@ -202,7 +228,14 @@ def _env_file(root: Path, run_folder: Path) -> Path:
     return root / ".env"
 
 
-def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, ini: Path) -> None:
+def _variables(
+    found: Detected,
+    root: Path,
+    run_folder: Path,
+    env_file: Path,
+    ini: Path,
+    app_module: Path | None = None,
+) -> None:
     """The URL variable, or the POSTGRES_* parts, the app reads."""
     keys: list[str] = []
     if env_file.is_file():
@@ -214,10 +247,24 @@ def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, in
     names = set(keys)
     for text in sources.values():
         names.update(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\b", text))
-    url_vars = [v for v in URL_VARIABLES if v in keys] or [v for v in URL_VARIABLES if v in names]
+    # The Flask app's own module: the variables it reads from the environment, not the names
+    # of its config keys (SQLALCHEMY_DATABASE_URI is one of both).
+    read: set[str] = set()
+    if app_module is not None:
+        text = app_module.read_text(encoding="utf-8", errors="replace")
+        read = set(_ENVIRON_READ.findall(text))
+        if read & set(URL_VARIABLES) or read & set(PART_VARIABLES):
+            sources[_rel(app_module, root)] = text
+            names |= read
+    url_vars = (
+        [v for v in URL_VARIABLES if v in read]
+        or [v for v in URL_VARIABLES if v in keys]
+        or [v for v in URL_VARIABLES if v in names]
+    )
     parts = {v: t for v, t in PART_VARIABLES.items() if v in names}
     fields = set(parts.values())
-    if parts and {"{host}", "{database}"} <= fields and not [v for v in URL_VARIABLES if v in keys]:
+    url_named = [v for v in URL_VARIABLES if v in keys or v in read]
+    if parts and {"{host}", "{database}"} <= fields and not url_named:
         found.env, found.env_var = parts, None
         found.found_in = _where(list(parts), keys, env_file, root, sources)
         found.notes.append(
@@ -233,7 +280,7 @@ def _variables(found: Detected, root: Path, run_folder: Path, env_file: Path, in
             )
         return
     found.env_var = "DATABASE_URL"
-    if read_ini(ini).get("sqlalchemy.url"):
+    if ini.name != "pyproject.toml" and read_ini(ini).get("sqlalchemy.url"):
         found.notes.append(
             "env.py seems to take the URL from alembic.ini's sqlalchemy.url: neonflow sets it "
             "for every run; DATABASE_URL in the env file is for your app"

@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from neonflow.errors import MigrationError, RefusedError
+from neonflow.errors import MigrationError, RefusedError, UsageError
 from neonflow.urls import same_database
 from neonflow.workflow import names
 from neonflow.workflow.results import PromoteResult
@@ -39,6 +39,11 @@ class Promoting(Starting):
 
         history = self.history()
         heads = history.heads
+        if not heads:
+            raise UsageError(
+                f"{self.project.ini} has no migration: nothing to promote (make one with "
+                f"`alembic revision`), or `neonflow branch delete {branch.name}`"
+            )
         if len(heads) != 1:
             raise multiple_heads(heads)
         parent_url = self.url(parent)

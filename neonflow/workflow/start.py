@@ -13,7 +13,9 @@ from neonflow.errors import (
     ConflictError,
     EnvPyError,
     MigrationError,
+    NeonflowError,
     RefusedError,
+    RevisionLoadError,
     WrongTargetError,
 )
 from neonflow.times import rfc3339_or_none
@@ -112,13 +114,17 @@ class Starting(BranchesBase):
                     raise
         if created is None:
             branch = self.wait_ready(branch)
-        with self.unchanged(branch):
-            url = self.created_url(created) or self.url(branch)
-            if write_env:
-                self.point_app(url)
-                label = self.settings.app.variables.label
-                self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
-            try:
+        from neonflow.migrations.runner import Unreachable
+
+        # A branch made for nothing goes again, and the env file is put back as it was.
+        saved = envfile.snapshot(self.settings.env_file) if write_env else None
+        try:
+            with self.unchanged(branch):
+                url = self.created_url(created) or self.url(branch)
+                if write_env:
+                    self.point_app(url)
+                    label = self.settings.app.variables.label
+                    self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
                 if runner is None:
                     from neonflow.migrations.probe import heads_or_none
 
@@ -126,19 +132,27 @@ class Starting(BranchesBase):
                 else:
                     self.progress("running alembic upgrade head")
                     revision = self.migrate(runner, url, f"branch {full}")
-            except MigrationError as exc:
-                if purpose is not None:  # the caller's branch to keep or delete
-                    raise
-                raise type(exc)(
-                    f"{exc}; branch {full} is kept and the app points at it: fix it "
-                    "and run `neonflow branch start` again",
-                    revision=exc.revision,
-                ) from None
-            except (EnvPyError, WrongTargetError) as exc:
-                raise type(exc)(
-                    f"{exc}; branch {full} is kept (not migrated) and the app points at it: "
-                    "fix it and run `neonflow branch start` again"
-                ) from None
+        except (EnvPyError, WrongTargetError, RevisionLoadError, Unreachable) as exc:
+            # Nothing ran on the branch: env.py failed, went elsewhere or could not connect, or
+            # a revision file did not load, before the first revision.
+            if purpose is not None:  # the caller's branch to keep or delete
+                raise
+            if created is not None and self._discard(branch, "nothing ran on it", wait=True):
+                left = f"branch {full} was deleted (nothing ran on it)"
+                if write_env:
+                    envfile.restore(self.settings.env_file, saved)
+                    left += f" and {self.settings.app.env_file} is as it was"
+            else:
+                left = f"branch {full} is kept (not migrated) and the app points at it"
+            raise _with(exc, f"{left}: fix it and run `neonflow branch start` again") from None
+        except MigrationError as exc:
+            if purpose is not None:  # the caller's branch to keep or delete
+                raise
+            raise _with(
+                exc,
+                f"branch {full} is kept and the app points at it: fix it "
+                "and run `neonflow branch start` again",
+            ) from None
         return StartResult(
             branch=full,
             branch_id=branch.id,
@@ -231,3 +245,11 @@ class Starting(BranchesBase):
         if databases == [neon.database] and roles == [neon.role]:
             return created.connection_uris[0].connection_uri
         return None
+
+
+def _with(exc: NeonflowError, what_was_left: str) -> NeonflowError:
+    """``exc`` again, its message followed by what ``start`` left behind."""
+    message = f"{exc}; {what_was_left}"
+    if isinstance(exc, MigrationError):
+        return type(exc)(message, revision=exc.revision, database_error=exc.database_error)
+    return type(exc)(message)

@@ -269,9 +269,10 @@ def test_env_py_that_connects_to_the_parent_is_refused(
     assert "not to branch feature: nothing was run there" in result.stderr
     assert parent.split(":")[2].split("@")[0] not in result.stderr
     assert read_heads(parent) == ()  # nothing migrated on the parent
-    feature = client.find_branch("feature")
-    assert feature is not None
-    assert read_heads(client.connection_uri(feature.id, "neondb", "neondb_owner")) == ()
+    # nothing ran on the new branch either: it is deleted, and the app points where it did
+    assert "branch feature was deleted (nothing ran on it)" in result.stderr
+    assert client.find_branch("feature") is None
+    assert not (root / ".env").exists()
 
     checked, report = nf_json("check")
     assert checked.exit_code == 14

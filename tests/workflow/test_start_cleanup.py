@@ -1,0 +1,132 @@
+"""``start`` on a project whose env.py cannot run leaves nothing behind: a branch it created for
+nothing (env.py failed, or pointed elsewhere, before any revision ran) is deleted and the env file
+is as it was; a branch that was there before is kept."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from neonflow.config import load_settings
+from neonflow.errors import EnvPyError, NetworkError, WrongTargetError
+from neonflow.local.postgres import free_port
+from neonflow.local.service import LocalNeonInfo
+from neonflow.migrations.probe import read_heads
+from neonflow.neon import NeonClient
+from neonflow.workflow.branches import Branches
+from tests.conftest import make_client
+from tests.migrations.test_projects import going_its_own_way
+
+PROJECTS = Path(__file__).parents[1] / "projects"
+ENV_BEFORE = "# the developer's own database\r\nDATABASE_URL=postgresql://me@localhost/dev\r\n"
+
+
+def generic_project(root: Path, info: LocalNeonInfo) -> Path:
+    """The stock ``alembic init`` project with one revision, on ``info``'s local Neon."""
+    shutil.copytree(PROJECTS / "generic", root)
+    versions = root / "alembic" / "versions"
+    versions.mkdir(exist_ok=True)
+    shutil.copy(PROJECTS / "_revisions" / "0001_create_items.py", versions)
+    (root / "neonflow.toml").write_text(
+        f'[app]\nenv_file = ".env"\n\n[migrations]\nalembic_ini = "alembic.ini"\n\n'
+        f'[local]\nstate_dir = "{info.state_dir}"\n'
+    )
+    (root / ".env").write_bytes(ENV_BEFORE.encode())
+    return root
+
+
+def edit_env_py(root: Path, old: str, new: str) -> None:
+    env_py = root / "alembic" / "env.py"
+    text = env_py.read_text()
+    assert old in text
+    env_py.write_text(text.replace(old, new, 1))
+
+
+def main_url(client: NeonClient) -> str:
+    main = client.find_branch("main")
+    assert main is not None
+    return client.connection_uri(main.id, "neondb", "neondb_owner")
+
+
+@pytest.fixture
+def client(local_neon: LocalNeonInfo) -> NeonClient:
+    with make_client(local_neon) as client:
+        yield client
+
+
+def test_a_new_branch_is_deleted_when_env_py_points_at_the_parent(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    root = generic_project(tmp_path / "p", local_neon)
+    parent = main_url(client)
+    before = read_heads(parent)
+    going_its_own_way(root, parent.replace("postgresql:", "postgresql+psycopg:", 1))
+    name = f"rogue-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(WrongTargetError) as raised:
+        workflow.start(name)
+
+    assert f"branch {name} was deleted (nothing ran on it)" in str(raised.value)
+    assert client.find_branch(name) is None  # no orphan
+    assert (root / ".env").read_bytes() == ENV_BEFORE.encode()  # the app points where it did
+    assert read_heads(parent) == before  # and nothing ran on the parent
+
+
+def test_a_new_branch_is_deleted_when_env_py_fails_to_import(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    root = generic_project(tmp_path / "p", local_neon)
+    (root / ".env").unlink()
+    edit_env_py(root, "from models import metadata", "from modles import metadata")
+    name = f"typo-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(EnvPyError) as raised:
+        workflow.start(name)
+
+    assert "No module named 'modles'" in str(raised.value)
+    assert f"branch {name} was deleted (nothing ran on it)" in str(raised.value)
+    assert client.find_branch(name) is None
+    assert not (root / ".env").exists()  # it did not exist before
+    assert [p.name for p in root.iterdir() if p.name.startswith(".env")] == []
+
+
+def test_a_new_branch_is_deleted_when_env_py_cannot_connect(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    """env.py hard-codes the developer's own database, which is not running: exit 7."""
+    root = generic_project(tmp_path / "p", local_neon)
+    going_its_own_way(root, f"postgresql+psycopg://dev:dev@127.0.0.1:{free_port()}/dev")
+    name = f"offline-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(NetworkError) as raised:
+        workflow.start(name)
+
+    assert "env.py failed: connection failed" in str(raised.value)
+    assert f"branch {name} was deleted (nothing ran on it)" in str(raised.value)
+    assert client.find_branch(name) is None
+    assert (root / ".env").read_bytes() == ENV_BEFORE.encode()
+
+
+def test_a_branch_that_was_there_is_kept_when_env_py_fails(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    root = generic_project(tmp_path / "p", local_neon)
+    name = f"kept-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+    assert workflow.start(name).revision == ["0001"]
+    edit_env_py(root, "from models import metadata", "from modles import metadata")
+
+    with pytest.raises(EnvPyError) as raised:
+        workflow.start(name)
+
+    assert f"branch {name} is kept (not migrated) and the app points at it" in str(raised.value)
+    branch = client.find_branch(name)
+    assert branch is not None
+    workflow.delete(name)
