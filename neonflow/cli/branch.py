@@ -27,8 +27,9 @@ NameArg = Annotated[str, typer.Argument(help="Branch name (or id).", show_defaul
 
 
 def _mask_json(payload: dict[str, object], show_password: bool) -> dict[str, object]:
-    if "database_url" in payload and isinstance(payload["database_url"], str | None):
-        payload["database_url"] = show_url(payload["database_url"], show_password)
+    for key in ("database_url", "app_url"):
+        if isinstance(payload.get(key), str):
+            payload[key] = show_url(str(payload[key]), show_password)
     return payload
 
 
@@ -59,8 +60,9 @@ def start(
     url = show_url(result.database_url, show_password)
     if "," in result.env_var:  # several variables ([app.env])
         output.info(f"  {result.env_file}: {result.env_var} for {url}")
-    else:
-        output.info(f"  {result.env_file}: {result.env_var}={url}")
+    else:  # the value as written, its driver included
+        app_url = show_url(result.app_url or result.database_url, show_password)
+        output.info(f"  {result.env_file}: {result.env_var}={app_url}")
     output.info(f"  alembic revision: {', '.join(result.revision) or '(none)'}")
     if result.expires_at:
         output.info(f"  expires at {result.expires_at}")

@@ -202,14 +202,18 @@ class BranchesBase:
         variables = self.settings.app.variables
         return variables.url(envfile.read_vars(self.settings.env_file, variables.names))
 
-    def point_app(self, url: str) -> None:
-        """Write the app's variables for ``url``, keeping the driver its URL variable names."""
+    def point_app(self, url: str) -> str | None:
+        """Write the app's variables for ``url``, keeping the driver its URL variable names.
+
+        Returns the URL the app now reads, read back from the env file (with its driver).
+        """
         variables = self.settings.app.variables
         try:
             driver = self.project.url_driver()
         except ConfigError:
             driver = None
         envfile.set_vars(self.settings.env_file, variables.values(url, driver), warn=self.progress)
+        return self.app_url()
 
     def wait_ready(self, branch: Branch) -> Branch:
         """The branch, read again until it is ``ready``."""

@@ -29,6 +29,7 @@ class StartResult(Result):
     parent: str
     created: bool
     database_url: str
+    app_url: str | None  # read back from the env file, its driver kept; None: not written
     env_file: str
     env_var: str
     revision: list[str]

@@ -121,8 +121,9 @@ class Starting(BranchesBase):
         try:
             with self.unchanged(branch):
                 url = self.created_url(created) or self.url(branch)
+                app_url = None
                 if write_env:
-                    self.point_app(url)
+                    app_url = self.point_app(url)
                     label = self.settings.app.variables.label
                     self.progress(f"{label} in {self.settings.app.env_file} -> {full}")
                 if runner is None:
@@ -159,6 +160,7 @@ class Starting(BranchesBase):
             parent=parent.name,
             created=created is not None,
             database_url=url,
+            app_url=app_url,
             env_file=str(self.settings.env_file),
             env_var=self.settings.app.variables.label,
             revision=list(revision),

@@ -24,9 +24,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from neonflow.cli.main import app
+from neonflow.envfile import read_vars
 from neonflow.local.service import LocalNeonInfo
 from neonflow.migrations.probe import read_heads
 from neonflow.neon import NeonClient
+from neonflow.urls import mask_password
 from tests.conftest import make_client
 
 PROJECTS = Path(__file__).parents[1] / "projects"
@@ -158,9 +160,20 @@ def test_project_as_it_is(
     assert read_heads(feature_url) == ("0001",)  # read back where it should be
     assert read_heads(parent) == ()  # ... and nowhere else
 
+    env_file, env_var = Path(started["env_file"]), started["env_var"]
+    if shape == "async_asyncpg":
+        # The app's own URL names asyncpg: start keeps it, and says what it wrote.
+        text = env_file.read_text()
+        env_file.write_text(text.replace("postgresql://", "postgresql+asyncpg://"))
     again, restarted = nf_json("branch", "start", "feature")
     assert again.exit_code == 0, again.stderr
     assert restarted["created"] is False and restarted["revision"] == ["0001"]
+    if "," not in env_var:
+        [written] = read_vars(env_file, [env_var]).values()
+        assert written is not None and restarted["app_url"] == mask_password(written)
+        assert ("+asyncpg" in written) is (shape == "async_asyncpg")
+        human = nf("branch", "start", "feature")
+        assert f"{env_var}={mask_password(written)}\n" in human.stderr
 
     if shape == "flask_migrate":
         # Flask-Migrate itself agrees with what neonflow did.
