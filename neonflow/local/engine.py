@@ -89,8 +89,6 @@ class LocalNeon:
         self.cluster.probe()
         with self.store.lock:
             if self.store.data["project"]:
-                for branch in self.store.branches.values():
-                    records.roles(self.store, branch)  # a state folder from before: each a copy
                 self.operations.resume()
                 return
             stamp = now()

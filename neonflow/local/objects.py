@@ -195,19 +195,23 @@ class Objects:
         neon = self.neon
         with records.mutation(neon.store):
             branch = records.branch(neon.store, branch_id)
+            neon.operations.check_unlocked(branch_id)
             roles = records.roles(neon.store, branch)
             if name in roles:
                 raise ApiError(409, f"role {name!r} already exists", ROLE_EXISTS)
             stamp = now()
+            # One PostgreSQL role serves every branch with that name, so it can always log in;
+            # the front door refuses a branch's no_login role (Neon's NOLOGIN, per branch).
             if name not in neon.store.roles:
                 self._execute(
-                    sql.SQL("CREATE ROLE {} {} CREATEDB PASSWORD {}").format(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
                         sql.Identifier(name),
-                        sql.SQL("LOGIN" if login else "NOLOGIN"),
                         sql.Literal(internal_password(neon.pg.password, name)),
                     )
                 )
                 neon.store.roles[name] = {"created_at": stamp}
+            else:  # kept by an earlier delete (it owned objects) with its login taken away
+                self._execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(name)))
             roles[name] = {"password": new_password(), "created_at": stamp}
             if not login:
                 roles[name]["no_login"] = True
@@ -225,6 +229,7 @@ class Objects:
             roles = records.roles(neon.store, branch)
             if name not in roles:
                 return None
+            neon.operations.check_unlocked(branch_id)
             owned = [db["name"] for db in branch["_databases"] if db["owner_name"] == name]
             if owned:
                 raise ApiError(422, f"role {name} owns databases: {', '.join(sorted(owned))}")
@@ -233,7 +238,7 @@ class Objects:
                 "operations": [self._finished("apply_config", branch_id)],
             }
             del roles[name]
-            if any(name in records.roles(neon.store, b) for b in neon.store.branches.values()):
+            if any(name in records.roles(neon.store, b) for b in records.live_branches(neon.store)):
                 return out  # other branches have it: PostgreSQL's role stays
             neon.store.roles.pop(name, None)
         # Objects it owns in some branch keep it in PostgreSQL; it can log in nowhere then.
@@ -241,6 +246,8 @@ class Objects:
             self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
         except ApiError:
             self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+            with records.mutation(neon.store):  # still there: a role made again takes it back
+                neon.store.roles.setdefault(name, {"created_at": now()})
         return out
 
     def reset_password(self, branch_id: str, name: str) -> dict[str, Any]:
@@ -250,6 +257,7 @@ class Objects:
             role = records.roles(neon.store, branch).get(name)
             if role is None:
                 raise not_found(f"role {name}")
+            neon.operations.check_unlocked(branch_id)
             role.update(password=new_password(), updated_at=now())
             out = {
                 "role": self._role_json(branch, name, with_password=True),

@@ -7,7 +7,6 @@ its databases are gone. The lookups expect the caller to hold ``store.lock``.
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,13 +107,9 @@ def roles(store: Store, branch: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The branch's roles (name -> password and times): as on Neon, each branch has its own.
 
     ``store.roles`` is the set of PostgreSQL roles behind them (a role name is one PostgreSQL role
-    for every branch that has it). A branch from a state folder that had one set of roles for the
-    whole project takes a copy of that set.
+    for every branch that has it).
     """
-    found = branch.get("_roles")
-    if found is None:
-        found = branch["_roles"] = copy.deepcopy(store.roles)
-    return found
+    return branch["_roles"]  # type: ignore[no-any-return]
 
 
 def live_branches(store: Store) -> Iterator[dict[str, Any]]:

@@ -9,9 +9,12 @@ A failed restore leaves the branch with its data, ready again.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import psycopg
 
 from neonflow.local import records, shapes
 from neonflow.local.cluster import Cluster
@@ -20,6 +23,8 @@ from neonflow.local.operations import Operations
 from neonflow.local.store import Store
 from neonflow.local.validation import ID_PATTERN, check_branch_name, refuse_point_in_time
 from neonflow.times import now, rfc3339
+
+log = logging.getLogger("neonflow.local")
 
 
 @dataclass
@@ -152,11 +157,15 @@ class Restores:
         with self.store.lock:
             op["_renamed"] = True
         self.cluster.swap_in(staged, marker)
-        for physical in dropped:  # under preserve_under_name, moved to the kept branch already
-            self.cluster.drop(physical)
-        with self.store.lock:
+        with self.store.lock:  # the metadata follows the databases at once
             branch["_databases"] = databases
             branch["_roles"] = roles
+        for physical in dropped:  # under preserve_under_name, moved to the kept branch already
+            try:
+                self.cluster.drop(physical)
+            except psycopg.Error as exc:  # no longer the branch's: a leftover, not a failure
+                log.warning("restore %s: could not drop %s: %s", op["id"], physical, exc)
+        with self.store.lock:
             branch.update(current_state="ready", pending_state=None, state_changed_at=now())
 
     def undo(self, op: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import secrets
@@ -55,6 +56,7 @@ class Store:
         self._written: str | None = None  # the text last written, to skip writing it again
         if path.exists():
             self.data: dict[str, Any] = read_json(path)
+            _per_branch_roles(self.data)
         else:
             self.data = {
                 "project": {},
@@ -143,3 +145,15 @@ def _restore(current: dict[str, Any], before: dict[str, Any]) -> None:
                     now[sub] = value
         else:
             current[key] = old
+
+
+def _per_branch_roles(data: dict[str, Any]) -> None:
+    """A state folder from before roles were per branch: each branch takes a copy of the
+    project's roles and passwords, and ``roles`` keeps only the PostgreSQL roles behind them."""
+    roles = data.get("roles", {})
+    if all("_roles" in branch for branch in data.get("branches", {}).values()):
+        return
+    keyed = {name: role for name, role in roles.items() if "password" in role}
+    for branch in data["branches"].values():
+        branch.setdefault("_roles", copy.deepcopy(keyed))
+    data["roles"] = {name: {"created_at": role["created_at"]} for name, role in roles.items()}

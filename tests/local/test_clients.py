@@ -220,6 +220,49 @@ def test_roles_belong_to_their_branch(api: httpx.Client):
                 delete(api, b["id"])
 
 
+def _as(api: httpx.Client, branch_id: str, role: dict[str, Any]) -> str:
+    query = {"branch_id": branch_id, "database_name": DB, "role_name": role["name"]}
+    response = api.get("/connection_uri", params=query)
+    assert response.status_code == 200, response.text
+    return str(response.json()["uri"])
+
+
+def test_no_login_is_the_branchs_and_a_role_made_again_logs_in(api: httpx.Client):
+    # One PostgreSQL role serves a name on every branch: NOLOGIN made on one branch refused
+    # the login role of that name made on another ("role … is not permitted to log in").
+    name = unique("dual").replace("-", "_")
+    first = create(api, name=unique("nologin"))["branch"]
+    second = create(api, name=unique("login"))["branch"]
+    try:
+        quiet = api.post(
+            f"/branches/{first['id']}/roles", json={"role": {"name": name, "no_login": True}}
+        )
+        assert quiet.status_code == 201, quiet.text
+        assert quiet.json()["role"]["authentication_method"] == "no_login"
+        made = api.post(f"/branches/{second['id']}/roles", json={"role": {"name": name}})
+        assert made.status_code == 201, made.text
+        role = made.json()["role"]
+        assert role["authentication_method"] == "password"
+        with psycopg.connect(_as(api, second["id"], role)) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (name,)
+        with psycopg.connect(_uri(api, second["id"], DB), autocommit=True) as conn:
+            # A privilege on the branch's schema: PostgreSQL will not drop the role then.
+            conn.execute(f'GRANT USAGE ON SCHEMA public TO "{name}"')
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(_as(api, first["id"], quiet.json()["role"])).close()
+
+        # Dropped from both (a privilege keeps it in PostgreSQL, without login), then made again.
+        for branch_id in (first["id"], second["id"]):
+            assert api.delete(f"/branches/{branch_id}/roles/{name}").status_code == 200
+        again = api.post(f"/branches/{second['id']}/roles", json={"role": {"name": name}})
+        assert again.status_code == 201, again.text
+        with psycopg.connect(_as(api, second["id"], again.json()["role"])) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (name,)
+    finally:
+        for b in (first, second):
+            delete(api, b["id"])
+
+
 def test_the_children_of_a_protected_branch_get_new_passwords(api: httpx.Client):
     # Neon's protected branches: their children's roles get new passwords (neonctl warns of it).
     parent = create(api, name=unique("guarded"))["branch"]

@@ -691,6 +691,10 @@ def test_mutations_on_a_branch_with_a_running_operation_get_423(
             ),
             api.post(f"/endpoints/{endpoint_id}/suspend"),
             api.post(f"/endpoints/{endpoint_id}/start"),
+            # roles too: a role changed meanwhile would be undone by a restore's end
+            api.post(f"/branches/{busy_id}/roles", json={"role": {"name": "busy_role"}}),
+            api.post(f"/branches/{busy_id}/roles/{ROLE}/reset_password"),
+            api.delete(f"/branches/{busy_id}/roles/{ROLE}"),
         ]
         for attempt in attempts:
             body = assert_error(attempt, 423)
