@@ -261,10 +261,14 @@ def _variables(
         or [v for v in URL_VARIABLES if v in keys]
         or [v for v in URL_VARIABLES if v in names]
     )
-    parts = {v: t for v, t in PART_VARIABLES.items() if v in names}
+    # A factory that builds its URL from parts, and reads no URL variable: its parts win over
+    # a URL variable the env file holds (a leftover DATABASE_URL the app never reads).
+    factory_parts = bool(read & set(PART_VARIABLES)) and not read & set(URL_VARIABLES)
+    seen = read if factory_parts else names
+    parts = {v: t for v, t in PART_VARIABLES.items() if v in seen}
     fields = set(parts.values())
     url_named = [v for v in URL_VARIABLES if v in keys or v in read]
-    if parts and {"{host}", "{database}"} <= fields and not url_named:
+    if parts and {"{host}", "{database}"} <= fields and (factory_parts or not url_named):
         found.env, found.env_var = parts, None
         found.found_in = _where(list(parts), keys, env_file, root, sources)
         found.notes.append(
