@@ -186,3 +186,26 @@ def test_env_py_that_reloads_the_env_file_over_the_environment_is_told_so(
     with psycopg.connect(other) as conn:
         row = conn.execute("SELECT to_regclass('alembic_version')").fetchone()
     assert row == (None,)
+
+
+def test_a_multidb_project_with_a_package_script_location_is_refused_at_init(
+    tmp_path: Path,
+) -> None:
+    """``script_location = package:path`` (Alembic finds the folder inside an importable package):
+    ``init`` finds env.py where ``start`` does, so the multidb refusal holds for both."""
+    root = alembic_init(tmp_path / "packaged", "multidb")
+    (root / "app").mkdir()
+    (root / "app" / "__init__.py").write_text("")
+    (root / "alembic").rename(root / "app" / "migrations")
+    ini = root / "alembic.ini"
+    text = ini.read_text()
+    assert "prepend_sys_path = ." in text
+    ini.write_text(re.sub(r"(?m)^script_location = .*$", "script_location = app:migrations", text))
+
+    with pytest.raises(ConfigError) as refused:
+        project_of(root)
+    with pytest.raises(ConfigError) as at_init:
+        detect(root)
+
+    for error in (refused.value, at_init.value):
+        assert "multi-database" in str(error) and error.exit_code == 2
