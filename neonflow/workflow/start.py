@@ -16,6 +16,7 @@ from neonflow.errors import (
     NeonflowError,
     RefusedError,
     RevisionLoadError,
+    Unreachable,
     WrongTargetError,
 )
 from neonflow.times import rfc3339_or_none
@@ -114,8 +115,6 @@ class Starting(BranchesBase):
                     raise
         if created is None:
             branch = self.wait_ready(branch)
-        from neonflow.migrations.runner import Unreachable
-
         # A branch made for nothing goes again, and the env file is put back as it was.
         saved = envfile.snapshot(self.settings.env_file) if write_env else None
         try:

@@ -1,6 +1,6 @@
 """``start`` on a project whose env.py cannot run leaves nothing behind: a branch it created for
-nothing (env.py failed, or pointed elsewhere, before any revision ran) is deleted and the env file
-is as it was; a branch that was there before is kept."""
+nothing (env.py failed, or pointed elsewhere, or a revision file did not load, before any revision
+ran) is deleted and the env file is as it was; a branch that was there before is kept."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from neonflow.config import load_settings
-from neonflow.errors import EnvPyError, NetworkError, WrongTargetError
+from neonflow.errors import EnvPyError, NetworkError, RevisionLoadError, WrongTargetError
 from neonflow.local.postgres import free_port
 from neonflow.local.service import LocalNeonInfo
 from neonflow.migrations.probe import read_heads
@@ -130,3 +130,43 @@ def test_a_branch_that_was_there_is_kept_when_env_py_fails(
     branch = client.find_branch(name)
     assert branch is not None
     workflow.delete(name)
+
+
+def test_a_revision_file_with_a_syntax_error_is_refused_before_any_branch(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    """env.py is fine, a revision file does not compile: found before a branch is created."""
+    root = generic_project(tmp_path / "p", local_neon)
+    broken = root / "alembic" / "versions" / "0002_broken.py"
+    broken.write_text('revision = "0002"\ndown_revision = "0001"\n\n\ndef upgrade(:\n    pass\n')
+    name = f"syntax-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(RevisionLoadError) as raised:
+        workflow.start(name)
+
+    assert "0002_broken.py" in str(raised.value) and "line 5" in str(raised.value)
+    assert client.find_branch(name) is None  # never created
+    assert (root / ".env").read_bytes() == ENV_BEFORE.encode()
+
+
+def test_a_new_branch_is_deleted_when_a_revision_file_does_not_load(
+    tmp_path: Path, local_neon: LocalNeonInfo, client: NeonClient
+) -> None:
+    """A revision file that compiles but fails on import (a module it names is not installed):
+    only Alembic finds that, on the branch; nothing ran on it, so it goes again."""
+    root = generic_project(tmp_path / "p", local_neon)
+    (root / "alembic" / "versions" / "0002_needs_geo.py").write_text(
+        'import geoalchemy_not_installed\n\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        "def upgrade() -> None:\n    pass\n"
+    )
+    name = f"noload-{uuid.uuid4().hex[:6]}"
+    workflow = Branches(load_settings(config_file=root / "neonflow.toml"), client)
+
+    with pytest.raises(RevisionLoadError) as raised:
+        workflow.start(name)
+
+    assert "geoalchemy_not_installed" in str(raised.value)
+    assert f"branch {name} was deleted (nothing ran on it)" in str(raised.value)
+    assert client.find_branch(name) is None
+    assert (root / ".env").read_bytes() == ENV_BEFORE.encode()
