@@ -16,6 +16,7 @@
     │   ├── ServerError               4   5xx, after retries
     │   └── OperationFailedError      4   an operation ended failed / error / cancelled
     ├── NetworkError                  7   the API could not be reached, or not within [neon] timeout
+    │   └── Unreachable               7   a connection failed before any revision ran (kind network)
     ├── MigrationError                8   an Alembic revision failed
     │   └── RevisionLoadError         8   a revision file could not be loaded
     ├── LocalNeonError                9   the local Neon could not start or answer
@@ -130,6 +131,15 @@ class NetworkError(NeonflowError):
     """The API could not be reached, or did not answer within ``[neon] timeout``."""
 
     exit_code = 7
+
+
+class Unreachable(NetworkError):
+    """A connection failed before any revision ran (env.py's, or neonflow's own to the
+    target): nothing ran anywhere. Reported as the NetworkError it is (exit 7, kind
+    ``network``): it is a class of its own so that ``branch start`` can tell it from a
+    connection lost during a migration."""
+
+    kind = "network"
 
 
 class MigrationError(NeonflowError):

@@ -69,7 +69,12 @@ def handle_errors(fn: F) -> F:
 
 
 def error_kind(exc: NeonflowError) -> str:
-    """The error's class as a stable snake_case word: ``NotFoundError`` -> ``not_found``."""
+    """The error's class as a stable snake_case word: ``NotFoundError`` -> ``not_found``
+    (a class that says it reports as its parent, :class:`~neonflow.errors.Unreachable`, gives
+    its ``kind``)."""
+    kind = getattr(type(exc), "kind", None)
+    if isinstance(kind, str):
+        return kind
     # A subclass of the client's own ("outcome unknown") reports as the public class it is.
     cls = next(c for c in type(exc).__mro__ if c.__module__ == "neonflow.errors")
     name = cls.__name__.removesuffix("Error")

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import ast
 import configparser
-import importlib.machinery
 import importlib.util
 import os
 import re
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,12 @@ from typing import TYPE_CHECKING
 from neonflow import appenv, envfile
 from neonflow.appenv import AppVariables
 from neonflow.errors import ConfigError, EnvPyError, RevisionLoadError, UsageError
+from neonflow.migrations import locations
 
 if TYPE_CHECKING:
     from neonflow.config import Settings
 
 _REVISION_FILE = re.compile(r"^(?!\.#|__init__).*\.py$")
-_SEPARATORS = {"os": os.pathsep, "space": " ", "newline": "\n", ";": ";", ":": ":"}
 
 
 @dataclass
@@ -63,8 +61,10 @@ class Project:
         if toml_file is not None:
             # Alembic 1.16+: [tool.alembic] in pyproject.toml holds what the ini does not.
             options = {**options, **read_pyproject(toml_file)}
-        flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
-        cwd = settings.migrations_cwd or _default_cwd(ini, options, flask_migrate, settings.root)
+        flask_migrate = locations.is_flask_migrate(ini, options)
+        cwd = settings.migrations_cwd or locations.default_cwd(
+            ini, options, flask_migrate, settings.root
+        )
         cwd = cwd.resolve()
         if not cwd.is_dir():
             raise ConfigError(f"{cwd}: [migrations] cwd is not a folder")
@@ -111,27 +111,12 @@ class Project:
 
     @property
     def script_dir(self) -> Path | None:
-        """The script folder (a ``package:path`` location found without importing the package;
-        None when it cannot be found so, and Alembic decides)."""
-        if self.flask_migrate:
-            return self.ini.parent
-        location = self.options.get("script_location", "")
-        package, colon, inner = location.partition(":")
-        if colon and not Path(location).is_absolute() and package.isidentifier():
-            search = [str(p) for p in self.prepend_sys_path()] + sys.path
-            spec = importlib.machinery.PathFinder.find_spec(package, search)
-            if spec is None or not spec.submodule_search_locations:
-                return None
-            return Path(list(spec.submodule_search_locations)[0]) / inner
-        path = Path(location).expanduser()
-        return path if path.is_absolute() else self.cwd / path
+        """The script folder (see :func:`locations.script_dir`)."""
+        return locations.script_dir(self.ini, self.options, self.cwd, self.flask_migrate)
 
     def prepend_sys_path(self) -> list[Path]:
         """The ini's ``prepend_sys_path`` folders, from where Alembic runs."""
-        raw = self.options.get("prepend_sys_path", "")
-        separator = self.options.get("path_separator")
-        parts = raw.split(_SEPARATORS.get(separator, separator)) if separator else raw.split()
-        return [self.cwd / p.strip() for p in parts if p.strip()]
+        return locations.prepend_sys_path(self.options, self.cwd)
 
     def version_table(self) -> tuple[str, str | None]:
         """The ``version_table`` and ``version_table_schema`` env.py passes to configure(),
@@ -163,14 +148,14 @@ class Project:
         script_dir = self.script_dir
         if script_dir is None:
             return None
-        locations = self.options.get("version_locations")
-        if not locations:
+        listed = self.options.get("version_locations")
+        if not listed:
             return [script_dir / "versions"]
         separator = self.options.get("path_separator") or self.options.get("version_path_separator")
         if separator:
-            parts = locations.split(_SEPARATORS.get(separator, separator))
+            parts = listed.split(locations.SEPARATORS.get(separator, separator))
         else:
-            parts = re.split(r"[\s,]+", locations)
+            parts = re.split(r"[\s,]+", listed)
         dirs = [Path(p.strip()).expanduser() for p in parts if p.strip()]
         if any(":" in str(d) and not d.is_absolute() for d in dirs):
             return None
@@ -238,20 +223,6 @@ class Project:
             if template.strip() == "{url}":
                 return current.get(name)
         return None
-
-
-def _default_cwd(ini: Path, options: dict[str, str], flask_migrate: bool, root: Path) -> Path:
-    """Where the user types ``alembic`` (or ``flask db``): the ini's folder, unless its relative
-    ``script_location`` is only found from the project root (``alembic -c db/alembic.ini``).
-    Flask-Migrate runs from the project root, or else the folder holding ``migrations/``."""
-    here = ini.parent.resolve()
-    if flask_migrate:
-        return root if here.is_relative_to(root.resolve()) else here.parent
-    location = options.get("script_location", "")
-    relative = location and not Path(location).is_absolute() and ":" not in location
-    if relative and not (here / location).is_dir() and (root / location).is_dir():
-        return root
-    return here
 
 
 def _alembic_pyproject(*folders: Path) -> Path | None:

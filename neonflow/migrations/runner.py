@@ -23,8 +23,8 @@ from neonflow import appenv
 from neonflow.errors import (
     EnvPyError,
     MigrationError,
-    NetworkError,
     RevisionLoadError,
+    Unreachable,
     WrongTargetError,
 )
 from neonflow.migrations.history import History
@@ -32,11 +32,6 @@ from neonflow.migrations.project import Project, multiple_heads
 
 # Offline SQL needs the variables to exist, never to reach anything: `.invalid` never resolves.
 OFFLINE_URL = "postgresql://neonflow:offline@offline.invalid:5432/neondb"
-
-
-class Unreachable(NetworkError):
-    """A connection failed before any revision ran (env.py's, or neonflow's own to the
-    target): nothing ran anywhere. Reported as the NetworkError it is (exit 7)."""
 
 
 @dataclass

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 Expiry = Literal["default", "throwaway", "none"]
+# What became of a branch :meth:`BranchesBase._discard` deleted: the delete was not accepted (it
+# may still be there), accepted but not seen to finish (it is going), or finished.
+Discarded = Literal["kept", "deleting", "gone"]
 # Annotations neonflow puts on the branches it creates (Neon keeps them as strings).
 A_CREATED_BY = "neonflow"
 A_GIT_BRANCH = "neonflow-git-branch"
@@ -229,18 +232,28 @@ class BranchesBase:
             raise NeonAPIError(f"branch {branch.name!r} did not become ready")
         return ready
 
-    def _discard(self, branch: Branch, why: str = "", wait: bool = False) -> bool:
+    def _discard(self, branch: Branch, why: str = "", wait: bool = False) -> Discarded:
         """Delete a branch this command created and cannot use (``wait``: until it is gone);
-        best effort (False: it may still be there, and the user is told)."""
+        best effort, the user told what is left. ``"kept"``: the delete was not accepted;
+        ``"deleting"``: it was, and did not finish (or was not waited for); ``"gone"``."""
         self.progress(f"deleting branch {branch.name}: {why or 'it did not become ready'}")
         try:
             operations = self.client.delete_branch(branch.id)
-            if wait:
-                self.client.wait_for_operations(operations)
         except NeonflowError as exc:
             self.progress(f"could not delete {branch.name} ({exc}); `neonflow branch delete` it")
-            return False
-        return True
+            return "kept"
+        if not wait:
+            return "deleting"
+        try:
+            self.client.wait_for_operations(operations)
+        except NeonflowError as exc:
+            # Neon took the delete: the branch is going even though we did not see it go.
+            self.progress(
+                f"the delete of {branch.name} was accepted but not seen to finish ({exc}); "
+                "`neonflow branch list` shows whether it is gone"
+            )
+            return "deleting"
+        return "gone"
 
     @staticmethod
     def _refuse_parent(branch: Branch, branches: list[Branch], verb: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from neonflow.config import CONFIG_FILE
 from neonflow.errors import ConfigError, UsageError
 from neonflow.files import write_private
+from neonflow.migrations import locations
 from neonflow.migrations.project import (
     flask_app_from_env,
     read_ini,
@@ -105,10 +106,11 @@ def detect(root: Path) -> Detected:
         others = ", ".join(_rel(p, root) for p in inis[1:4])
         found.notes.append(f"several Alembic ini files; using {found.alembic_ini} (also: {others})")
     options = read_pyproject(ini) if ini.name == "pyproject.toml" else read_ini(ini)
-    flask_migrate = "script_location" not in options and (ini.parent / "env.py").is_file()
-    location = Path(options.get("script_location", "")).expanduser()
-    scripts = location if location.is_absolute() else ini.parent / location
-    refuse_multidb(ini, options, ini.parent / "env.py" if flask_migrate else scripts / "env.py")
+    flask_migrate = locations.is_flask_migrate(ini, options)
+    # The script folder as `branch start` finds it (a `package:path` location too).
+    alembic_cwd = locations.default_cwd(ini, options, flask_migrate, root)
+    scripts = locations.script_dir(ini, options, alembic_cwd, flask_migrate)
+    refuse_multidb(ini, options, scripts / "env.py" if scripts is not None else None)
     run_folder = ini.parent.parent if flask_migrate else ini.parent
     if flask_migrate:
         found.flask_app = flask_app_from_env(root) or flask_app_from_env(run_folder)
@@ -261,10 +263,14 @@ def _variables(
         or [v for v in URL_VARIABLES if v in keys]
         or [v for v in URL_VARIABLES if v in names]
     )
-    parts = {v: t for v, t in PART_VARIABLES.items() if v in names}
+    # A factory that builds its URL from parts, and reads no URL variable: its parts win over
+    # a URL variable the env file holds (a leftover DATABASE_URL the app never reads).
+    factory_parts = bool(read & set(PART_VARIABLES)) and not read & set(URL_VARIABLES)
+    seen = read if factory_parts else names
+    parts = {v: t for v, t in PART_VARIABLES.items() if v in seen}
     fields = set(parts.values())
     url_named = [v for v in URL_VARIABLES if v in keys or v in read]
-    if parts and {"{host}", "{database}"} <= fields and not url_named:
+    if parts and {"{host}", "{database}"} <= fields and (factory_parts or not url_named):
         found.env, found.env_var = parts, None
         found.found_in = _where(list(parts), keys, env_file, root, sources)
         found.notes.append(

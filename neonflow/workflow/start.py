@@ -16,6 +16,7 @@ from neonflow.errors import (
     NeonflowError,
     RefusedError,
     RevisionLoadError,
+    Unreachable,
     WrongTargetError,
 )
 from neonflow.times import rfc3339_or_none
@@ -27,6 +28,7 @@ from neonflow.workflow.base import (
     A_PURPOSE,
     A_USER,
     BranchesBase,
+    Discarded,
     Expiry,
 )
 from neonflow.workflow.results import StartResult
@@ -114,8 +116,6 @@ class Starting(BranchesBase):
                     raise
         if created is None:
             branch = self.wait_ready(branch)
-        from neonflow.migrations.runner import Unreachable
-
         # A branch made for nothing goes again, and the env file is put back as it was.
         saved = envfile.snapshot(self.settings.env_file) if write_env else None
         try:
@@ -138,13 +138,17 @@ class Starting(BranchesBase):
             # a revision file did not load, before the first revision.
             if purpose is not None:  # the caller's branch to keep or delete
                 raise
-            if created is not None and self._discard(branch, "nothing ran on it", wait=True):
-                left = f"branch {full} was deleted (nothing ran on it)"
+            discarded: Discarded = "kept"
+            if created is not None:
+                discarded = self._discard(branch, "nothing ran on it", wait=True)
+            if discarded == "kept":
+                left = f"branch {full} is kept (not migrated) and the app points at it"
+            else:  # gone, or going: the app must not point at it
+                verb = "was deleted" if discarded == "gone" else "is being deleted"
+                left = f"branch {full} {verb} (nothing ran on it)"
                 if write_env:
                     envfile.restore(self.settings.env_file, saved)
                     left += f" and {self.settings.app.env_file} is as it was"
-            else:
-                left = f"branch {full} is kept (not migrated) and the app points at it"
             raise _with(exc, f"{left}: fix it and run `neonflow branch start` again") from None
         except MigrationError as exc:
             if purpose is not None:  # the caller's branch to keep or delete

@@ -141,6 +141,9 @@ def test_kinds_are_snake_case_names_of_the_classes() -> None:
     assert common.error_kind(errors.NotFoundError("x")) == "not_found"
     assert common.error_kind(errors.EnvPyError("x")) == "env_py"
     assert common.error_kind(errors.WrongTargetError("x")) == "wrong_target"
+    # a connection that failed before any revision ran is the network error it is
+    assert common.error_kind(errors.Unreachable("x")) == "network"
+    assert errors.Unreachable.exit_code == errors.NetworkError.exit_code == 7
 
 
 def test_ctrl_c_and_a_bug_have_their_own_codes(monkeypatch: pytest.MonkeyPatch) -> None:

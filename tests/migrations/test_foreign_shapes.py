@@ -106,6 +106,29 @@ def test_init_finds_the_variable_a_flask_factory_reads(tmp_path: Path) -> None:
     # what the app reads beats another variable an env file holds
     (root / ".env").write_text("DATABASE_URL=postgresql://me@localhost/blog\n")
     assert detect(root).env_var == "SQLALCHEMY_DATABASE_URI"
+    # a factory that builds its URI from POSTGRES_* parts, beside a leftover DATABASE_URL in
+    # .env: the parts it reads win (DATABASE_URL would leave them pointing at the old database)
+    (root / "blog" / "__init__.py").write_text(
+        "import os\n\nfrom flask import Flask\n\n\ndef create_app():\n"
+        "    app = Flask(__name__)\n"
+        '    app.config["SQLALCHEMY_DATABASE_URI"] = (\n'
+        "        f\"postgresql://{os.environ['POSTGRES_USER']}:{os.environ['POSTGRES_PASSWORD']}\"\n"
+        "        f\"@{os.environ['POSTGRES_HOST']}/{os.environ['POSTGRES_DB']}\"\n"
+        "    )\n    return app\n"
+    )
+    (root / ".env").write_text(
+        "DATABASE_URL=postgresql://compose@db/x\nPOSTGRES_USER=u\nPOSTGRES_PASSWORD=p\n"
+        "POSTGRES_HOST=localhost\nPOSTGRES_DB=blog\n"
+    )
+    parts = detect(root)
+    assert parts.env_var is None
+    assert parts.env == {
+        "POSTGRES_HOST": "{host}",
+        "POSTGRES_USER": "{user}",
+        "POSTGRES_PASSWORD": "{password}",
+        "POSTGRES_DB": "{database}",
+    }
+    assert "blog/__init__.py" in parts.found_in
 
 
 def test_a_pyproject_project_without_alembic_ini(tmp_path: Path, database_url: str) -> None:
@@ -163,3 +186,26 @@ def test_env_py_that_reloads_the_env_file_over_the_environment_is_told_so(
     with psycopg.connect(other) as conn:
         row = conn.execute("SELECT to_regclass('alembic_version')").fetchone()
     assert row == (None,)
+
+
+def test_a_multidb_project_with_a_package_script_location_is_refused_at_init(
+    tmp_path: Path,
+) -> None:
+    """``script_location = package:path`` (Alembic finds the folder inside an importable package):
+    ``init`` finds env.py where ``start`` does, so the multidb refusal holds for both."""
+    root = alembic_init(tmp_path / "packaged", "multidb")
+    (root / "app").mkdir()
+    (root / "app" / "__init__.py").write_text("")
+    (root / "alembic").rename(root / "app" / "migrations")
+    ini = root / "alembic.ini"
+    text = ini.read_text()
+    assert "prepend_sys_path = ." in text
+    ini.write_text(re.sub(r"(?m)^script_location = .*$", "script_location = app:migrations", text))
+
+    with pytest.raises(ConfigError) as refused:
+        project_of(root)
+    with pytest.raises(ConfigError) as at_init:
+        detect(root)
+
+    for error in (refused.value, at_init.value):
+        assert "multi-database" in str(error) and error.exit_code == 2
