@@ -80,16 +80,8 @@ class Objects:
     def _role_json(
         self, branch: dict[str, Any], name: str, with_password: bool = False
     ) -> dict[str, Any]:
-        branch_id = branch["id"]
         role = records.roles(self.neon.store, branch)[name]
-        out: dict[str, Any] = {
-            "branch_id": branch_id,
-            "name": name,
-            "protected": False,
-            "authentication_method": "no_login" if role.get("no_login") else "password",
-            "created_at": role["created_at"],
-            "updated_at": role.get("updated_at", role["created_at"]),
-        }
+        out = shapes.role_json(name, role, branch["id"])
         if with_password:
             out["password"] = role["password"]
         return out

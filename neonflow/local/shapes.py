@@ -95,18 +95,19 @@ def database_json(branch_id: str, db: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def role_json(name: str, role: Mapping[str, Any], branch_id: str) -> dict[str, Any]:
+    return {
+        "branch_id": branch_id,
+        "name": name,
+        "protected": False,
+        "authentication_method": "no_login" if role.get("no_login") else "password",
+        "created_at": role["created_at"],
+        "updated_at": role.get("updated_at", role["created_at"]),
+    }
+
+
 def roles_json(roles: Mapping[str, Mapping[str, Any]], branch_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "branch_id": branch_id,
-            "name": name,
-            "protected": False,
-            "authentication_method": "no_login" if role.get("no_login") else "password",
-            "created_at": role["created_at"],
-            "updated_at": role.get("updated_at", role["created_at"]),
-        }
-        for name, role in roles.items()
-    ]
+    return [role_json(name, role, branch_id) for name, role in roles.items()]
 
 
 def operation_json(op: Mapping[str, Any], project_id: str) -> dict[str, Any]:
